@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv when it is missing, install the package with its dev extras, and reuse it later.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+NB_WORKERS ?= 2
+
+.PHONY: setup demo test test-slow check-clean check-export test-nbs test-py test-nbs-slow clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/dense-ulearn demo
+
+# Order matters: clean notebooks, exports in sync, notebook tests, then pytest (its summary line last).
+test: setup check-clean check-export test-nbs test-py
+
+check-clean: setup
+	@PATH="$(abspath $(BIN)):$$PATH" bash .ci/check-clean
+
+check-export: setup
+	@PATH="$(abspath $(BIN)):$$PATH" bash .ci/check-export
+
+test-nbs: setup
+	@PATH="$(abspath $(BIN)):$$PATH" bash .ci/test-nbs --n-workers $(NB_WORKERS)
+
+test-py: setup
+	@PATH="$(abspath $(BIN)):$$PATH" bash .ci/test-py
+
+# Slow work: notebook cells flagged `#| slow` and pytest tests marked `slow`.
+test-slow: setup
+	@PATH="$(abspath $(BIN)):$$PATH" bash .ci/test-slow
+
+clean-venv:
+	rm -rf $(VENV)
