@@ -15,10 +15,13 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['DATA_ENV_VAR', 'VOID_ID', 'DAVIS_PALETTE', 'MASK_MODES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'IMAGE_EXTS', 'JPEG_SOI',
-           'JPEG_EOI', 'PNG_SIGNATURE', 'TAIL_BYTES', 'repo_root', 'find_shared_data', 'SharedPaths', 'shared_paths',
-           'voc_palette', 'read_mask', 'write_mask', 'read_frame', 'normalize', 'denormalize', 'check_image_file',
-           'image_header', 'VideoSequence', 'open_davis_sequence', 'DavisDataset', 'add_data_args',
-           'resolve_davis_root', 'resolve_video_root']
+           'JPEG_EOI', 'PNG_SIGNATURE', 'TAIL_BYTES', 'VIDEO_EXTS', 'LAYOUTS', 'repo_root', 'find_shared_data',
+           'SharedPaths', 'shared_paths', 'voc_palette', 'read_mask', 'write_mask', 'read_frame', 'write_frame',
+           'normalize', 'denormalize', 'check_image_file', 'image_header', 'VideoSequence', 'open_davis_sequence',
+           'VideoDataset', 'DavisDataset', 'add_data_args', 'resolve_davis_root', 'resolve_video_root',
+           'open_ytvos_video', 'YouTubeVOSDataset', 'natural_key', 'open_frame_folder', 'VideoFileSequence',
+           'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob', 'SyntheticVideo',
+           'render_synthetic_video', 'make_synthetic_davis']
 
 # %% ../nbs/00_data.ipynb #b22ec65b
 DATA_ENV_VAR = "DENSE_ULEARN_DATA"
@@ -139,6 +142,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def read_frame(path) -> np.ndarray:
     "Read an image file as RGB `uint8 [H,W,3]`; a decode error names the file."
     return np.array(_open_image(path, "frame").convert("RGB"))
+
+def write_frame(path, frame: np.ndarray, quality: int = 95) -> Path:
+    "Write RGB `uint8 [H,W,3]` as JPEG/PNG (by the suffix), creating the folder; returns the path."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(frame, np.uint8)).save(path, **({"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+    return path
 
 def _channel_stats(x: torch.Tensor):
     "ImageNet mean and std shaped `[3,1,1]` on `x`'s device."
@@ -302,7 +312,32 @@ def open_davis_sequence(name: str, frame_dir: Path, mask_dir: Path | None) -> Vi
     return VideoSequence(name, frames, masks, ids, first, size)
 
 # %% ../nbs/00_data.ipynb #010cc2e3
-class DavisDataset:
+class VideoDataset:
+    "A list of `VideoSequence` with `len` (number of videos), indexing by position or name, iteration and `.names`."
+    layout = "videos"
+    def __init__(self, sequences: Sequence[VideoSequence], root=None, labelled: bool = False):
+        self.sequences, self.root, self.labelled = list(sequences), root, labelled
+
+    @property
+    def names(self) -> list[str]: return [s.name for s in self.sequences]
+    def __len__(self): return len(self.sequences)
+    def __iter__(self) -> Iterator[VideoSequence]: return iter(self.sequences)
+    def __getitem__(self, i: int | str) -> VideoSequence:
+        return self.sequences[self.names.index(i) if isinstance(i, str) else i]
+    def __repr__(self): return f"{type(self).__name__}({str(self.root)!r}, {len(self)} videos, labelled={self.labelled})"
+
+    def _checked_names(self, names: list[str], source) -> list[str]:
+        "Every named sequence must have its frame folder; the error names where the name came from."
+        for n in names:
+            if not (self.frames_root / n).is_dir(): raise FileNotFoundError(f"{source} names sequence {n!r} but {self.frames_root / n} is missing")
+        return names
+
+    def _scanned_names(self) -> list[str]:
+        "Every (non-hidden) sub-folder of the frames root."
+        return sorted(p.name for p in self.frames_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+# %% ../nbs/00_data.ipynb #e691472e
+class DavisDataset(VideoDataset):
     "DAVIS-2017 layout as a sequence of `VideoSequence` (`len` = number of videos)."
     layout = "davis"
     def __init__(self,
@@ -326,22 +361,12 @@ class DavisDataset:
 
     def _names(self, sequences) -> list[str]:
         "Sequence names: given, else from the split file, else every folder of JPEGImages/<resolution>."
-        if sequences is not None: names, source = list(sequences), self.frames_root
-        elif self.split_file is not None and self.split_file.is_file(): names, source = _split_names(self.split_file), self.split_file
-        else: return sorted(p.name for p in self.frames_root.iterdir() if p.is_dir())
-        for n in names:
-            if not (self.frames_root / n).is_dir(): raise FileNotFoundError(f"{source} names sequence {n!r} but {self.frames_root / n} is missing")
-        return names
+        if sequences is not None: return self._checked_names(list(sequences), "sequences=")
+        if self.split_file is not None and self.split_file.is_file():
+            return self._checked_names(_split_names(self.split_file), self.split_file)
+        return self._scanned_names()
 
-    @property
-    def names(self) -> list[str]: return [s.name for s in self.sequences]
-    def __len__(self): return len(self.sequences)
-    def __iter__(self) -> Iterator[VideoSequence]: return iter(self.sequences)
-    def __getitem__(self, i: int | str) -> VideoSequence:
-        return self.sequences[self.names.index(i) if isinstance(i, str) else i]
-    def __repr__(self): return f"{type(self).__name__}({str(self.root)!r}, {len(self)} videos, labelled={self.labelled})"
-
-# %% ../nbs/00_data.ipynb #7eb8c053
+# %% ../nbs/00_data.ipynb #b276d16c
 def add_data_args(p: argparse.ArgumentParser) -> None:
     "Add `--davis-root` and `--video-root` to a parser."
     p.add_argument("--davis-root", type=Path, default=None,
@@ -373,3 +398,295 @@ def resolve_video_root(args: argparse.Namespace) -> Path:
     "`--video-root` if given, else the shared `davis2016-train-video`."
     if getattr(args, "video_root", None) is not None: return _explicit_root(args.video_root, "--video-root")
     return _shared_root("video", "--video-root")
+
+# %% ../nbs/00_data.ipynb #033513e2
+import json
+
+def _read_meta(meta_file: Path) -> dict:
+    "The `videos` dict of a YouTube-VOS meta.json; a malformed file is an error naming it."
+    try: return json.loads(meta_file.read_text())["videos"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e: raise ValueError(f"cannot read {meta_file}: {e!r}") from e
+
+def _first_appearance_from_meta(name: str, frames: list[Path], objects: dict, meta_file: Path) -> dict[int, int]:
+    "object id -> index of its first listed frame; a listed frame missing from JPEGImages is an error."
+    index = {p.stem: k for k, p in enumerate(frames)}
+    first = {}
+    for oid, obj in objects.items():
+        stems = sorted(obj["frames"], key=int)
+        if not stems: raise ValueError(f"{meta_file}: object {oid} of {name} lists no frames")
+        if stems[0] not in index: raise FileNotFoundError(f"{meta_file}: object {oid} of {name} first appears in frame {stems[0]}, but {frames[0].parent / (stems[0] + frames[0].suffix)} is missing")
+        first[int(oid)] = index[stems[0]]
+    return dict(sorted(first.items()))
+
+def _first_appearance_from_masks(masks: list[Path | None]) -> dict[int, int]:
+    "object id -> first frame index whose mask contains it (reads every annotated mask)."
+    first = {}
+    for k, p in enumerate(masks):
+        if p is None: continue
+        for oid in _objects_in(read_mask(p)): first.setdefault(oid, k)
+    return dict(sorted(first.items()))
+
+def _check_first_masks(name: str, first: dict[int, int], frames: list[Path], masks: list[Path | None], mask_dir: Path):
+    "Each object's first-appearance frame has a mask that contains the object."
+    for oid, k in first.items():
+        if masks[k] is None: raise FileNotFoundError(f"mask {mask_dir / (frames[k].stem + '.png')} is missing: object {oid} of {name} first appears there")
+        if oid not in _objects_in(read_mask(masks[k])): raise ValueError(f"mask {masks[k]} does not contain object {oid}, which first appears there")
+
+# %% ../nbs/00_data.ipynb #ad311510
+def open_ytvos_video(name: str, frame_dir: Path, mask_dir: Path | None, objects: dict | None, meta_file: Path | None) -> VideoSequence:
+    "Open and check one YouTube-VOS video; `objects` is its meta.json entry (None: objects from the masks)."
+    if not frame_dir.is_dir(): raise FileNotFoundError(f"video folder {frame_dir} not found")
+    frames = _numbered_files(frame_dir, (".jpg", ".jpeg"), "frame")
+    masks = [None] * len(frames) if mask_dir is None else _match_masks(frames, mask_dir)
+    if not frames: raise ValueError(f"no frames (*.jpg) in {frame_dir}")
+    size = _check_frames(frames)
+    if mask_dir is None and objects is None: return VideoSequence(name, frames, masks, [], {}, size)
+    if mask_dir is not None: _check_masks(size, masks)
+    first = _first_appearance_from_meta(name, frames, objects, meta_file) if objects is not None else _first_appearance_from_masks(masks)
+    if mask_dir is not None: _check_first_masks(name, first, frames, masks, mask_dir)
+    return VideoSequence(name, frames, masks, list(first), first, size)
+
+class YouTubeVOSDataset(VideoDataset):
+    "YouTube-VOS layout as a sequence of `VideoSequence`; objects may first appear mid-video."
+    layout = "ytvos"
+    def __init__(self,
+                 root,              # folder holding <split>/JPEGImages, or JPEGImages itself
+                 split: str = "train",
+                 sequences: Sequence[str] | None = None,  # only these videos
+                 labelled: bool | None = None):  # None: labelled iff Annotations/ exists
+        root = _existing_dir(root, "YouTube-VOS root")
+        base = root / split if (root / split / "JPEGImages").is_dir() else root
+        self.root, self.frames_root = base, base / "JPEGImages"
+        if not self.frames_root.is_dir(): raise FileNotFoundError(f"not a YouTube-VOS root: {root / split / 'JPEGImages'} and {root / 'JPEGImages'} are missing")
+        masks_root = base / "Annotations"
+        self.labelled = masks_root.is_dir() if labelled is None else labelled
+        if self.labelled and not masks_root.is_dir(): raise FileNotFoundError(f"labelled set but {masks_root} is missing")
+        meta_file = base / "meta.json"
+        meta = _read_meta(meta_file) if meta_file.is_file() else None
+        if sequences is not None: names = self._checked_names(list(sequences), "sequences=")
+        elif meta is not None: names = self._checked_names(sorted(meta), meta_file)
+        else: names = self._scanned_names()
+        if not names: raise ValueError(f"no videos in {self.frames_root}")
+        self.sequences = [open_ytvos_video(n, self.frames_root / n, masks_root / n if self.labelled else None,
+                                           None if meta is None else meta.get(n, {}).get("objects"),
+                                           meta_file) for n in names]
+
+# %% ../nbs/00_data.ipynb #6b486a20
+import re
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+def natural_key(p: Path) -> list:
+    "Sort key that orders numbers inside names by value (`2.jpg` < `10.jpg`)."
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+def _images_in(folder: Path) -> list[Path]:
+    "Image files directly in `folder`, naturally sorted (hidden files skipped)."
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")), key=natural_key)
+
+def open_frame_folder(folder: Path) -> VideoSequence:
+    "A folder of images as an unlabelled video (files checked at open)."
+    frames = _images_in(folder)
+    if not frames: raise ValueError(f"no image files ({', '.join(IMAGE_EXTS)}) in {folder}")
+    return VideoSequence(folder.name, frames, None, [], {}, _check_frames(frames))
+
+# %% ../nbs/00_data.ipynb #e2a7cdf6
+import av
+
+def _av_error(path: Path, e: Exception) -> ValueError:
+    return ValueError(f"cannot decode video file {path}: {e}")
+
+@dataclass(repr=False)
+class VideoFileSequence(VideoSequence):
+    "A video file decoded with PyAV; frames are read by decoding from the start."
+    video_path: Path | None = None
+
+    @classmethod
+    def open(cls, path) -> "VideoFileSequence":
+        "Open a video file: frame count and size from the container (counted by demuxing when not stored)."
+        path = Path(path)
+        if not path.is_file(): raise FileNotFoundError(f"video file not found: {path}")
+        try:
+            with av.open(str(path)) as c:
+                if not c.streams.video: raise ValueError("no video stream")
+                s = c.streams.video[0]
+                size = (s.codec_context.height, s.codec_context.width)
+                n = s.frames or sum(1 for pkt in c.demux(s) if pkt.size > 0)
+        except (av.error.FFmpegError, ValueError) as e: raise _av_error(path, e) from e
+        if n == 0: raise ValueError(f"video file {path} has no frames")
+        return cls(path.stem, [path / f"{i:05d}" for i in range(n)], None, [], {}, size, video_path=path)
+
+    def frames(self, indices: Sequence[int]) -> np.ndarray:
+        "Frames at `indices`, `uint8 [T,H,W,3]`, decoding the file once up to the largest index."
+        wanted, got = set(indices), {}
+        try:
+            with av.open(str(self.video_path)) as c:
+                for k, fr in enumerate(c.decode(video=0)):
+                    if k in wanted: got[k] = fr.to_ndarray(format="rgb24")
+                    if len(got) == len(wanted): break
+        except av.error.FFmpegError as e: raise _av_error(self.video_path, e) from e
+        missing = sorted(wanted - set(got))
+        if missing: raise ValueError(f"video file {self.video_path} ended before frame {missing[0]} ({len(self)} expected)")
+        return np.stack([got[i] for i in indices])
+
+    def frame(self, i: int) -> np.ndarray: return self.frames([i])[0]
+
+# %% ../nbs/00_data.ipynb #027c7c95
+class VideoFolder(VideoDataset):
+    "Frame folders and/or video files under `root` (or one video file / one image folder) as unlabelled videos."
+    layout = "video-folder"
+    def __init__(self, root):
+        self.root = Path(root).expanduser()
+        self.labelled = False
+        self.layout = detect_layout(self.root)
+        if self.layout == "video-file": self.sequences = [VideoFileSequence.open(self.root)]
+        elif self.layout == "frames": self.sequences = [open_frame_folder(self.root)]
+        elif self.layout in ("frame-folders", "video-files", "frame-folders+video-files"):
+            entries = sorted((p for p in self.root.iterdir() if not p.name.startswith(".")), key=natural_key)
+            self.sequences = ([open_frame_folder(p) for p in entries if p.is_dir() and _images_in(p)] +
+                              [VideoFileSequence.open(p) for p in entries if p.is_file() and p.suffix.lower() in VIDEO_EXTS])
+        else: raise ValueError(f"{self.root} is a {self.layout} root: open it with open_videos()")
+
+# %% ../nbs/00_data.ipynb #9efee0c0
+LAYOUTS = ("davis", "ytvos", "frame-folders", "video-files", "frame-folders+video-files", "frames", "video-file")
+
+def _has_subdirs(p: Path) -> bool: return p.is_dir() and any(c.is_dir() for c in p.iterdir())
+
+def detect_layout(root, resolution: str = "480p", split: str = "train") -> str:
+    "Say which of `LAYOUTS` the data at `root` is; a missing, empty or unrecognised root is an error naming it."
+    root = Path(root).expanduser()
+    if root.is_file():
+        if root.suffix.lower() in VIDEO_EXTS: return "video-file"
+        raise ValueError(f"{root} is a file but not a video file ({', '.join(VIDEO_EXTS)})")
+    root = _existing_dir(root, "data root")
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    if not entries: raise ValueError(f"data root {root} is an empty folder")
+    if _has_subdirs(root / "JPEGImages" / resolution): return "davis"
+    if any(_has_subdirs(b / "JPEGImages") for b in (root, root / split)): return "ytvos"
+    folders = any(p.is_dir() and _images_in(p) for p in entries)
+    videos = any(p.is_file() and p.suffix.lower() in VIDEO_EXTS for p in entries)
+    if folders or videos: return "+".join(k for k, v in (("frame-folders", folders), ("video-files", videos)) if v)
+    if _images_in(root): return "frames"
+    raise ValueError(f"cannot tell what {root} holds: expected JPEGImages/{resolution}/<seq>/ (DAVIS), "
+                     f"[<split>/]JPEGImages/<video>/ (YouTube-VOS), folders of images or video files ({', '.join(VIDEO_EXTS)})")
+
+def open_videos(root,
+                split: str | None = None,   # DAVIS: split file name (None: every sequence); YouTube-VOS: sub-folder (None: "train")
+                resolution: str = "480p",   # DAVIS resolution folder
+                labelled: bool | None = None,  # None: labelled when the annotations are there; False: ignore them
+                verbose: bool = False):
+    "Open any supported root as a data set of `VideoSequence` (its `.layout` says what was found)."
+    layout = detect_layout(root, resolution, split or "train")
+    if verbose: print(f"{root}: {layout} layout")
+    if layout == "davis": return DavisDataset(root, split, resolution, labelled=labelled)
+    if layout == "ytvos": return YouTubeVOSDataset(root, split or "train", labelled=labelled)
+    return VideoFolder(root)
+
+# %% ../nbs/00_data.ipynb #6a9a3483
+@dataclass
+class Texture:
+    "Sum of plane waves around a base colour: rgb(y, x) = base + amp @ sin(fy*y + fx*x + phase)."
+    base: np.ndarray   # [3] float, 0..255
+    freq: np.ndarray   # [K,2] radians per pixel (fy, fx)
+    phase: np.ndarray  # [K]
+    amp: np.ndarray    # [3,K]
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, base, n_waves: int = 4, period=(6.0, 30.0), amplitude: float = 25.0):
+        angle = rng.uniform(0, np.pi, n_waves)
+        k = 2 * np.pi / rng.uniform(*period, n_waves)
+        freq = np.stack([k * np.sin(angle), k * np.cos(angle)], 1)
+        return cls(np.asarray(base, float), freq, rng.uniform(0, 2 * np.pi, n_waves), rng.uniform(-1, 1, (3, n_waves)) * amplitude / np.sqrt(n_waves))
+
+    def render(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        "Colours at coordinates y, x `[H,W]` -> float `[H,W,3]`."
+        waves = np.sin(y[..., None] * self.freq[:, 0] + x[..., None] * self.freq[:, 1] + self.phase)  # [H,W,K]
+        return self.base + waves @ self.amp.T
+
+# %% ../nbs/00_data.ipynb #77fdaebf
+@dataclass
+class Blob:
+    "A deforming textured shape on a Lissajous path; radius r(θ,t) = r0 (1 + Σ a_k sin(kθ + w_k t + p_k))."
+    texture: Texture
+    centre: np.ndarray    # [2] (cy, cx) of the path, pixels
+    swing: np.ndarray     # [2] path amplitude (y, x), pixels
+    speed: np.ndarray     # [2] angular speed of the path (y, x), radians per frame
+    offset: np.ndarray    # [2] path phase
+    radius: float         # r0, pixels
+    harmonics: np.ndarray # [3,3] rows k = 2, 3, 4: (a_k, w_k, p_k)
+
+    def position(self, t: float) -> np.ndarray: return self.centre + self.swing * np.sin(self.speed * t + self.offset)
+
+    def inside(self, y: np.ndarray, x: np.ndarray, t: float) -> np.ndarray:
+        "Boolean `[H,W]`: which pixels the shape covers at time t."
+        cy, cx = self.position(t)
+        theta, r = np.arctan2(y - cy, x - cx), np.hypot(y - cy, x - cx)
+        k = np.arange(2, 2 + len(self.harmonics))[:, None, None]
+        a, w, p = (h[:, None, None] for h in self.harmonics.T)
+        return r <= self.radius * (1 + (a * np.sin(k * theta + w * t + p)).sum(0))
+
+    def colours(self, y: np.ndarray, x: np.ndarray, t: float) -> np.ndarray:
+        "Its texture, moving with it: float `[H,W,3]`."
+        cy, cx = self.position(t)
+        return self.texture.render(y - cy, x - cx)
+
+def random_blob(rng: np.random.Generator, size: tuple[int, int], base) -> Blob:
+    "A blob whose path swings through the middle of a frame of `size` (H, W)."
+    h, w = size
+    return Blob(texture=Texture.random(rng, base),
+                centre=np.array([h, w]) * rng.uniform(0.4, 0.6, 2), swing=np.array([h, w]) * rng.uniform(0.15, 0.3, 2),
+                speed=rng.uniform(0.08, 0.25, 2) * rng.choice([-1, 1], 2), offset=rng.uniform(0, 2 * np.pi, 2),
+                radius=min(h, w) * rng.uniform(0.14, 0.24),
+                harmonics=np.stack([rng.uniform(0.04, 0.15, 3), rng.uniform(0.1, 0.4, 3), rng.uniform(0, 2 * np.pi, 3)], 1))
+
+# %% ../nbs/00_data.ipynb #33be6b0e
+@dataclass
+class SyntheticVideo:
+    "A rendered synthetic video (before JPEG encoding)."
+    frames: np.ndarray   # [T,H,W,3] uint8
+    labels: np.ndarray   # [T,H,W] uint8, id of the front-most object, 0 background
+    amodal: np.ndarray   # [T,N,H,W] bool, each object's full extent (occluded parts included)
+    colours: np.ndarray  # [N+1,3] base colour of the background (row 0) and of each object id
+
+def _distinct_colours(rng: np.random.Generator, n: int) -> np.ndarray:
+    "n saturated colours with hues spread around the wheel `[n,3]`, plus a dull background colour first `[n+1,3]`."
+    hues = (rng.uniform() + np.arange(n) / n) % 1.0
+    rgb = 0.5 + 0.5 * np.cos(2 * np.pi * (hues[:, None] - np.array([0, 1 / 3, 2 / 3])))  # [n,3] in [0,1]
+    return np.concatenate([[rng.uniform(70, 110, 3)], 40 + 180 * rgb])
+
+def render_synthetic_video(rng: np.random.Generator, n_frames: int, size: tuple[int, int], n_objects: int,
+                           pan: float = 1.5) -> SyntheticVideo:  # pan: background speed, pixels per frame
+    "Render moving, deforming, occluding blobs (ids 1..n_objects, later ids in front) on a panning textured background."
+    colours = _distinct_colours(rng, n_objects)
+    background = Texture.random(rng, colours[0], n_waves=6, amplitude=35)
+    blobs = [random_blob(rng, size, c) for c in colours[1:]]
+    velocity = rng.uniform(-1, 1, 2) * pan
+    y, x = np.mgrid[0:size[0], 0:size[1]].astype(float)
+    frames, labels, amodal = [], [], []
+    for t in range(n_frames):
+        img, lab = background.render(y - velocity[0] * t, x - velocity[1] * t), np.zeros(size, np.uint8)
+        inside = [b.inside(y, x, t) for b in blobs]
+        for oid, (b, m) in enumerate(zip(blobs, inside), start=1):
+            img[m], lab[m] = b.colours(y, x, t)[m], oid
+        frames.append(np.clip(img, 0, 255).round().astype(np.uint8)); labels.append(lab); amodal.append(np.stack(inside))
+    return SyntheticVideo(np.stack(frames), np.stack(labels), np.stack(amodal), colours)
+
+# %% ../nbs/00_data.ipynb #a2e74d4d
+def make_synthetic_davis(root,                # folder to write (created; existing files are overwritten)
+                         n_videos: int = 4,
+                         n_frames: int = 16,
+                         size: tuple[int, int] = (120, 200),  # (H, W) of the frames
+                         seed: int = 0,
+                         max_objects: int = 3,  # each video has 1..max_objects objects
+                         jpeg_quality: int = 95) -> Path:
+    "Write a synthetic DAVIS-layout set (`synth-00`, ...) with palette masks; returns `root`."
+    root = Path(root)
+    names = [f"synth-{v:02d}" for v in range(n_videos)]
+    for v, name in enumerate(names):
+        rng = np.random.default_rng([seed, v])
+        video = render_synthetic_video(rng, n_frames, size, int(rng.integers(1, max_objects + 1)))
+        for t in range(n_frames):
+            write_frame(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg", video.frames[t], jpeg_quality)
+            write_mask(root / "Annotations" / "480p" / name / f"{t:05d}.png", video.labels[t])
+    (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"): (root / "ImageSets" / "2017" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root
