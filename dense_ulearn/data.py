@@ -15,13 +15,15 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['DATA_ENV_VAR', 'VOID_ID', 'DAVIS_PALETTE', 'MASK_MODES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'IMAGE_EXTS', 'JPEG_SOI',
-           'JPEG_EOI', 'PNG_SIGNATURE', 'TAIL_BYTES', 'VIDEO_EXTS', 'LAYOUTS', 'repo_root', 'find_shared_data',
-           'SharedPaths', 'shared_paths', 'voc_palette', 'read_mask', 'write_mask', 'read_frame', 'write_frame',
-           'normalize', 'denormalize', 'check_image_file', 'image_header', 'VideoSequence', 'open_davis_sequence',
-           'VideoDataset', 'DavisDataset', 'add_data_args', 'resolve_davis_root', 'resolve_video_root',
-           'open_ytvos_video', 'YouTubeVOSDataset', 'natural_key', 'open_frame_folder', 'VideoFileSequence',
-           'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob', 'SyntheticVideo',
-           'render_synthetic_video', 'make_synthetic_davis']
+           'JPEG_EOI', 'PNG_SIGNATURE', 'TAIL_BYTES', 'VIDEO_EXTS', 'LAYOUTS', 'SAMPLINGS', 'CROP_MODES', 'repo_root',
+           'find_shared_data', 'SharedPaths', 'shared_paths', 'voc_palette', 'read_mask', 'write_mask', 'read_frame',
+           'write_frame', 'normalize', 'denormalize', 'check_image_file', 'image_header', 'VideoSequence',
+           'open_davis_sequence', 'VideoDataset', 'DavisDataset', 'add_data_args', 'resolve_davis_root',
+           'resolve_video_root', 'open_ytvos_video', 'YouTubeVOSDataset', 'natural_key', 'open_frame_folder',
+           'VideoFileSequence', 'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob',
+           'SyntheticVideo', 'render_synthetic_video', 'make_synthetic_davis', 'overlay_mask', 'downscale',
+           'show_images', 'show_sequences', 'item_generator', 'randint', 'sample_frame_indices', 'sample_short_side',
+           'resized_size', 'resize_frames', 'crop_corner', 'ClipDataset']
 
 # %% ../nbs/00_data.ipynb #b22ec65b
 DATA_ENV_VAR = "DENSE_ULEARN_DATA"
@@ -690,3 +692,169 @@ def make_synthetic_davis(root,                # folder to write (created; existi
     (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"): (root / "ImageSets" / "2017" / f"{split}.txt").write_text("\n".join(names) + "\n")
     return root
+
+# %% ../nbs/00_data.ipynb #04ab528b
+def overlay_mask(frame: np.ndarray,        # [H,W,3] uint8
+                 labels: np.ndarray | None,  # [H,W] uint8 ids, or None
+                 alpha: float = 0.55) -> np.ndarray:
+    "Frame with the object ids painted in DAVIS colours, `uint8 [H,W,3]`."
+    if labels is None: return frame
+    colour = DAVIS_PALETTE[labels].astype(np.float32)  # [H,W,3]
+    blend = np.where((labels > 0)[..., None], (1 - alpha) * frame + alpha * colour, frame)
+    return blend.round().astype(np.uint8)
+
+def downscale(img: np.ndarray, factor: int) -> np.ndarray:
+    "Shrink an image by an integer factor (box filter for frames, nearest for label maps), for pictures."
+    if factor == 1: return img
+    pil = Image.fromarray(img)
+    resample = Image.Resampling.BOX if img.ndim == 3 else Image.Resampling.NEAREST
+    return np.array(pil.resize((pil.width // factor, pil.height // factor), resample))
+
+def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int | None = None,
+                size: float = 2.5, suptitle: str | None = None):
+    "Show uint8 / float images in a grid; returns the matplotlib figure."
+    import matplotlib.pyplot as plt
+    ncols = ncols or len(images)
+    nrows = (len(images) + ncols - 1) // ncols
+    h, w = images[0].shape[:2]
+    fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols * w / h, size * nrows), squeeze=False)
+    for k, ax in enumerate(axs.flat):
+        ax.axis("off")
+        if k < len(images): ax.imshow(images[k])
+        if titles is not None and k < len(titles): ax.set_title(titles[k], fontsize=8)
+    if suptitle: fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+def show_sequences(sequences: Sequence[VideoSequence], n_frames: int = 4, factor: int = 4, size: float = 1.6):
+    "Evenly spaced frames of each sequence with their masks overlaid (one row per sequence)."
+    images, titles = [], []
+    for seq in sequences:
+        for i in np.linspace(0, len(seq) - 1, n_frames).round().astype(int):
+            m = seq.mask(i)
+            images.append(overlay_mask(downscale(seq.frame(i), factor), None if m is None else downscale(m, factor)))
+            titles.append(f"{seq.name} {seq.frame_paths[i].stem}")
+    return show_images(images, titles, ncols=n_frames, size=size)
+
+# %% ../nbs/00_data.ipynb #cdfb3711
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    "A CPU `torch.Generator` seeded from (seed, epoch, index) through numpy's SeedSequence (well mixed, no collisions)."
+    hi, lo = np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed((int(hi) << 32) | int(lo))
+
+def randint(low: int, high: int, generator: torch.Generator) -> int:
+    "A uniform integer in [low, high] (inclusive), drawn with torch's RNG."
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+SAMPLINGS = ("ytvos", "kinetics")
+
+def sample_frame_indices(n_frames: int,        # L, frames in the video
+                         frames_per_clip: int,  # T
+                         frame_gap: int,        # g, FRAME_GAP in frames of the list
+                         sampling: str,         # "ytvos" (window, random start, permuted) or "kinetics" (in order)
+                         generator: torch.Generator) -> list[int]:
+    "The T frame indices of one training clip."
+    L, T = n_frames, frames_per_clip
+    if L < T: raise ValueError(f"a clip of {T} frames needs a video of at least {T} frames, got {L}")
+    win = min(L, frame_gap * T)
+    if sampling == "ytvos":
+        step = win // T
+        start = randint(0, L - 1 - (T - 1) * step, generator)
+        return [start + k * step for k in torch.randperm(T, generator=generator).tolist()]
+    if sampling == "kinetics":
+        gap = win / T
+        start = randint(0, L - win, generator)
+        return [start + int(i * gap) for i in range(T)]
+    raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+
+# %% ../nbs/00_data.ipynb #c2b43789
+def sample_short_side(short_side: int | tuple[int, int], generator: torch.Generator) -> int:
+    "S: fixed, or lo + int((hi - lo) * u) with u ~ U[0,1) for a range (lo, hi)."
+    if isinstance(short_side, int): return short_side
+    lo, hi = short_side
+    return lo + int((hi - lo) * float(torch.rand(1, generator=generator)))
+
+def resized_size(h: int, w: int, short: int) -> tuple[int, int]:
+    "(H', W') with the short side `short` and the aspect kept by int() truncation, as the reference code does."
+    a = w / h
+    return (short, int(short * a)) if a > 1 else (int(short / a), short)
+
+def resize_frames(frames: np.ndarray, short: int) -> np.ndarray:
+    "Resize `uint8 [T,H,W,3]` so the short side is `short`, with PIL bilinear (anti-aliased) -> `uint8 [T,H',W',3]`."
+    h, w = resized_size(*frames.shape[1:3], short)
+    if (h, w) == frames.shape[1:3]: return frames
+    return np.stack([np.array(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in frames])
+
+CROP_MODES = ("random", "center")
+
+def crop_corner(h: int, w: int, crop: int, mode: str, generator: torch.Generator) -> tuple[int, int]:
+    "(top, left) of a `crop`² window in an h×w frame."
+    if h < crop or w < crop: raise ValueError(f"a {crop}x{crop} crop does not fit a {h}x{w} frame")
+    if mode == "center": return int(round((h - crop) / 2)), int(round((w - crop) / 2))
+    if mode != "random": raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
+    if h == crop and w == crop: return 0, 0
+    top = randint(0, h - crop, generator)
+    return top, randint(0, w - crop, generator)
+
+# %% ../nbs/00_data.ipynb #8eb1416e
+import warnings
+
+class ClipDataset(torch.utils.data.Dataset):
+    "Training clips, one per video per epoch: `main` [T,3,crop,crop] (+ `aug` [T,3,crop,crop], `theta` [2,3]), normalised."
+    def __init__(self,
+                 videos,                       # a data set (or list) of VideoSequence
+                 frames_per_clip: int = 5,     # T
+                 frame_gap: int = 2,           # g (FRAME_GAP): 2 for YouTube-VOS, 10 for OxUvA/TrackingNet/Kinetics
+                 short_side: int | tuple[int, int] = (256, 320),  # S: (lo, hi) draws lo + int((hi-lo)u); an int is fixed
+                 crop: int = 256,              # square crop side
+                 clips_per_video: int = 1,     # how often each video appears per epoch
+                 sampling: str = "ytvos",      # "ytvos" or "kinetics" frame sampling
+                 seed: int = 0,
+                 aug_view: Callable | None = None,  # aug_view(clip uint8 [T,3,c,c], generator) -> (aug uint8 [T,3,c,c], theta [2,3])
+                 crop_mode: str = "random",    # "random" (YouTube-VOS, OxUvA) or "center" (TrackingNet, Kinetics)
+                 flip_p: float = 0.5):         # probability of the clip-level horizontal flip
+        if sampling not in SAMPLINGS: raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if crop_mode not in CROP_MODES: raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
+        lo = short_side if isinstance(short_side, int) else short_side[0]
+        if lo < crop: raise ValueError(f"short side {short_side} is smaller than the crop {crop}")
+        self.T, self.frame_gap, self.short_side, self.crop = frames_per_clip, frame_gap, short_side, crop
+        self.clips_per_video, self.sampling, self.seed, self.aug_view = clips_per_video, sampling, seed, aug_view
+        self.crop_mode, self.flip_p, self.epoch = crop_mode, flip_p, 0
+        self.videos = list(videos)
+        self.kept, self.dropped = self._usable_videos()
+        if not self.kept: raise ValueError(f"no usable videos: {self.dropped}")
+
+    def _usable_videos(self) -> tuple[list[int], list[tuple[str, str]]]:
+        "Indices of videos with at least T frames and frames not smaller than the crop; (name, reason) of the others."
+        kept, dropped = [], []
+        for k, v in enumerate(self.videos):
+            if len(v) < self.T: dropped.append((v.name, f"{len(v)} frames < {self.T}"))
+            elif min(v.size) < self.crop: dropped.append((v.name, f"frames {v.size[0]}x{v.size[1]} smaller than the crop {self.crop}"))
+            else: kept.append(k)
+        if dropped: warnings.warn(f"ClipDataset drops {len(dropped)} of {len(self.videos)} videos: {dropped}")
+        return kept, dropped
+
+    def set_epoch(self, epoch: int) -> None: self.epoch = epoch
+    def __len__(self): return len(self.kept) * self.clips_per_video
+
+    def clip(self, index: int, generator: torch.Generator) -> tuple[torch.Tensor, int, list[int]]:
+        "The un-normalised main clip `uint8 [T,3,c,c]` of item `index`, its video index and frame indices."
+        k = self.kept[index % len(self.kept)]
+        seq = self.videos[k]
+        idx = sample_frame_indices(len(seq), self.T, self.frame_gap, self.sampling, generator)
+        frames = resize_frames(seq.frames(idx), sample_short_side(self.short_side, generator))  # [T,H',W',3]
+        top, left = crop_corner(*frames.shape[1:3], self.crop, self.crop_mode, generator)
+        clip = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + self.crop, left:left + self.crop]))
+        clip = clip.permute(0, 3, 1, 2)  # [T,c,c,3] -> [T,3,c,c]
+        if float(torch.rand(1, generator=generator)) < self.flip_p: clip = clip.flip(-1)
+        return clip.contiguous(), k, idx
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self): raise IndexError(index)
+        g = item_generator(self.seed, self.epoch, index)
+        clip, k, idx = self.clip(index, g)
+        item = {"main": normalize(clip), "video": k, "frames": torch.tensor(idx)}
+        if self.aug_view is not None:
+            aug, theta = self.aug_view(clip, g)
+            item.update(aug=normalize(aug), theta=torch.as_tensor(theta, dtype=torch.float32))
+        return item
