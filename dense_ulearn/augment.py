@@ -22,6 +22,7 @@ def sample_zoom_flip(
     p_flip:float=0.5, # probability of a horizontal flip
 ) -> dict: # flip (bool), s (float), crop (int side), i, j (int top-left in the flipped image)
     "Draw one flip + zoom-crop for a whole clip (method.md §2.3)."
+    if not 0 < scale[0] <= scale[1] <= 1: raise ValueError(f"zoom-in only: need 0 < scale[0] <= scale[1] <= 1, got {scale}")
     flip = bool(torch.rand((), generator=generator) < p_flip)
     s = float(scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=generator, dtype=torch.float64))
     crop = int(s * size)
@@ -86,7 +87,7 @@ def repeat_theta(
     "Repeat each clip's θ for its T frames, matching the clip-major [B*T,...] layout."
     return theta.repeat_interleave(frames, dim=0)
 
-# %% ../nbs/01_augment.ipynb #7f0e7d60
+# %% ../nbs/01_augment.ipynb #2c26c499
 def coordinate_image(
     size:int, # S (≤ 256 so coordinates fit in uint8)
 ) -> torch.Tensor: # [3,S,S] uint8: column, row, 255 (an "inside the image" flag)

@@ -9,6 +9,7 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,7 +19,8 @@ import torchvision
 __all__ = ['OFFICIAL_PREFIXES', 'remove_strides', 'Backbone', 'feature_size', 'ProjectionHead', 'l2_normalize', 'DenseEncoder',
            'build_encoder', 'strip_prefix', 'encoder_keys', 'official_to_ours', 'map_official_state_dict',
            'parse_shape', 'read_key_table', 'fake_official_snapshot', 'describe_keys', 'is_official_layout',
-           'encoder_state_dict', 'load_encoder', 'add_model_args', 'model_from_args', 'feature_pca']
+           'encoder_state_dict', 'numpy_safe_globals', 'load_checkpoint_file', 'load_encoder', 'add_model_args',
+           'model_from_args', 'feature_pca']
 
 # %% ../nbs/02_encoder.ipynb #c7291e28
 def remove_strides(
@@ -189,23 +191,38 @@ def encoder_state_dict(
                          f"[{describe_keys(missing)}], {len(unexpected)} unexpected keys [{describe_keys(unexpected)}]")
     return sd
 
-# %% ../nbs/02_encoder.ipynb #5e919659
+# %% ../nbs/02_encoder.ipynb #76b99ca7
+def numpy_safe_globals() -> list:
+    "NumPy reconstructors (scalars, dtypes, arrays) to allow in `torch.load(weights_only=True)`."
+    core = getattr(np, "_core", None) or np.core
+    dtypes = {type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, np.bool_)}
+    return [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
+
+def load_checkpoint_file(
+    path:Path, # checkpoint file
+    map_location="cpu", # as torch.load
+): # whatever the file holds (tensors and plain containers only)
+    "torch.load with weights_only=True (NumPy data allowed); a failure names the file."
+    if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e: raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+
+# %% ../nbs/02_encoder.ipynb #eb2a520b
 def load_encoder(
     path, # our training checkpoint, an official snapshot, or a bare state dict (.pt/.pth)
     map_location="cpu", # as torch.load
 ) -> DenseEncoder: # the loaded model, in eval mode
     "Load a `DenseEncoder` from a checkpoint file; fails loudly (naming the file) on anything that does not fit."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    try: obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
-    sd = encoder_state_dict(obj, source=str(path))
+    sd = encoder_state_dict(load_checkpoint_file(path, map_location), source=str(path))
     model = DenseEncoder(key_dim=sd["head.conv2.weight"].shape[0])
     try: model.load_state_dict(sd, strict=True)
     except RuntimeError as e: raise ValueError(f"{path}: checkpoint does not fit DenseEncoder: {e}") from e
     return model.eval()
 
-# %% ../nbs/02_encoder.ipynb #f9a4fcca
+# %% ../nbs/02_encoder.ipynb #d9bd47a5
 def add_model_args(
     parser:argparse.ArgumentParser, # the command's parser
 ) -> None:
@@ -226,16 +243,20 @@ def model_from_args(args:argparse.Namespace) -> DenseEncoder: # in eval mode
     if args.random_init: return build_encoder(args.seed).eval()
     raise ValueError("no model given: pass --checkpoint PATH or --random-init")
 
-# %% ../nbs/02_encoder.ipynb #6aa4da45
+# %% ../nbs/02_encoder.ipynb #9f7d9973
 def feature_pca(
     feats:torch.Tensor, # [C,h,w] features
     n_components:int=3, # output channels
-) -> torch.Tensor: # [h,w,n_components], each component scaled to [0,1]
+    margin:int=0, # fit on cells at least this far from the border (zero padding dominates border cells)
+    quantile:float=0.01, # each component is scaled so its [q, 1-q] quantiles span [0,1], then clipped
+) -> torch.Tensor: # [h,w,n_components] in [0,1]
     "Project features on their first principal components (for pictures)."
     C, h, w = feats.shape
-    x = feats.reshape(C, h * w).T.double()  # [hw,C]
-    x = x - x.mean(0)
-    _, _, v = torch.linalg.svd(x, full_matrices=False)  # v: [C,C], rows are components
-    proj = x @ v[:n_components].T  # [hw,n]
-    proj = (proj - proj.min(0).values) / (proj.max(0).values - proj.min(0).values).clamp_min(1e-12)
-    return proj.reshape(h, w, n_components).float()
+    fit = feats[:, margin:h - margin, margin:w - margin].reshape(C, -1).T.double()  # [n_fit,C]
+    mean = fit.mean(0)
+    _, _, v = torch.linalg.svd(fit - mean, full_matrices=False)  # v: [C,C], rows are components
+    components = v[:n_components].T  # [C,n]
+    fitted = (fit - mean) @ components  # [n_fit,n]
+    lo, hi = torch.quantile(fitted, quantile, dim=0), torch.quantile(fitted, 1 - quantile, dim=0)
+    proj = (feats.reshape(C, h * w).T.double() - mean) @ components  # [hw,n]
+    return ((proj - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1).reshape(h, w, n_components).float()

@@ -1,6 +1,7 @@
 """Encoder: stride-8 shapes on a real DAVIS frame, and checkpoint round trips through `load_encoder`."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ def test_official_snapshot_round_trip(tmp_path, prefix):
     shapes = read_key_table(KEY_TABLE)
     assert len(shapes) == 129
     snap = fake_official_snapshot(shapes, seed=1, prefix=prefix)
+    snap.update(score=np.float64(0.693), epoch=60)  # metadata as a NumPy scalar must not block weights_only loading
     path = tmp_path / "official_res4.pth"
     torch.save(snap, path)
     sd = load_encoder(path).state_dict()
