@@ -21,9 +21,9 @@ __all__ = ['DATA_ENV_VAR', 'VOID_ID', 'DAVIS_PALETTE', 'MASK_MODES', 'IMAGENET_M
            'open_davis_sequence', 'VideoDataset', 'DavisDataset', 'add_data_args', 'resolve_davis_root',
            'resolve_video_root', 'open_ytvos_video', 'YouTubeVOSDataset', 'natural_key', 'open_frame_folder',
            'VideoFileSequence', 'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob',
-           'SyntheticVideo', 'render_synthetic_video', 'make_synthetic_davis', 'overlay_mask', 'downscale',
-           'show_images', 'show_sequences', 'item_generator', 'randint', 'sample_frame_indices', 'sample_short_side',
-           'resized_size', 'resize_frames', 'crop_corner', 'ClipDataset']
+           'SyntheticVideo', 'render_synthetic_video', 'synthetic_video', 'make_synthetic_davis', 'overlay_mask',
+           'downscale', 'show_images', 'show_sequences', 'item_generator', 'randint', 'sample_frame_indices',
+           'sample_short_side', 'resized_size', 'resize_frames', 'crop_corner', 'ClipDataset']
 
 # %% ../nbs/00_data.ipynb #b22ec65b
 DATA_ENV_VAR = "DENSE_ULEARN_DATA"
@@ -40,6 +40,12 @@ def _existing_dir(path, what: str) -> Path:
     "`path` as a `Path` if it is an existing folder, else a `FileNotFoundError` saying what it was meant to be."
     p = Path(path).expanduser()
     if not p.is_dir(): raise FileNotFoundError(f"{what}: {p} is not an existing folder")
+    return p
+
+def _nonempty_dir(path, what: str) -> Path:
+    "An existing folder with something in it (hidden files aside); else a clear error."
+    p = _existing_dir(path, what)
+    if not any(not c.name.startswith(".") for c in p.iterdir()): raise ValueError(f"{what}: {p} is an empty folder")
     return p
 
 def find_shared_data(explicit=None) -> Path | None:
@@ -349,7 +355,7 @@ class DavisDataset(VideoDataset):
                  sequences: Sequence[str] | None = None,  # only these sequences (overrides the split)
                  labelled: bool | None = None,  # None: labelled iff Annotations/<resolution> exists
                  year: str = "2017"):
-        self.root = _existing_dir(root, "DAVIS root")
+        self.root = _nonempty_dir(root, "DAVIS root")
         self.frames_root = self.root / "JPEGImages" / resolution
         if not self.frames_root.is_dir(): raise FileNotFoundError(f"not a DAVIS root: {self.frames_root} is missing")
         masks_root = self.root / "Annotations" / resolution
@@ -380,9 +386,7 @@ def _explicit_root(path, flag: str) -> Path:
     "An explicit root must be an existing, non-empty folder (or a video file)."
     p = Path(path).expanduser()
     if p.is_file(): return p
-    if not p.is_dir(): raise FileNotFoundError(f"{flag} {p}: no such folder")
-    if not any(p.iterdir()): raise ValueError(f"{flag} {p}: the folder is empty")
-    return p
+    return _nonempty_dir(p, flag)
 
 def _shared_root(attr: str, flag: str) -> Path:
     "A folder of the shared data, or a FileNotFoundError saying how to give one."
@@ -456,7 +460,7 @@ class YouTubeVOSDataset(VideoDataset):
                  split: str = "train",
                  sequences: Sequence[str] | None = None,  # only these videos
                  labelled: bool | None = None):  # None: labelled iff Annotations/ exists
-        root = _existing_dir(root, "YouTube-VOS root")
+        root = _nonempty_dir(root, "YouTube-VOS root")
         base = root / split if (root / split / "JPEGImages").is_dir() else root
         self.root, self.frames_root = base, base / "JPEGImages"
         if not self.frames_root.is_dir(): raise FileNotFoundError(f"not a YouTube-VOS root: {root / split / 'JPEGImages'} and {root / 'JPEGImages'} are missing")
@@ -559,9 +563,8 @@ def detect_layout(root, resolution: str = "480p", split: str = "train") -> str:
     if root.is_file():
         if root.suffix.lower() in VIDEO_EXTS: return "video-file"
         raise ValueError(f"{root} is a file but not a video file ({', '.join(VIDEO_EXTS)})")
-    root = _existing_dir(root, "data root")
+    root = _nonempty_dir(root, "data root")
     entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-    if not entries: raise ValueError(f"data root {root} is an empty folder")
     if _has_subdirs(root / "JPEGImages" / resolution): return "davis"
     if any(_has_subdirs(b / "JPEGImages") for b in (root, root / split)): return "ytvos"
     folders = any(p.is_dir() and _images_in(p) for p in entries)
@@ -661,7 +664,8 @@ def render_synthetic_video(rng: np.random.Generator, n_frames: int, size: tuple[
     colours = _distinct_colours(rng, n_objects)
     background = Texture.random(rng, colours[0], n_waves=6, amplitude=35)
     blobs = [random_blob(rng, size, c) for c in colours[1:]]
-    velocity = rng.uniform(-1, 1, 2) * pan
+    direction = rng.uniform(0, 2 * np.pi)
+    velocity = pan * np.array([np.sin(direction), np.cos(direction)])  # [2] (vy, vx), pixels per frame
     y, x = np.mgrid[0:size[0], 0:size[1]].astype(float)
     frames, labels, amodal = [], [], []
     for t in range(n_frames):
@@ -673,6 +677,11 @@ def render_synthetic_video(rng: np.random.Generator, n_frames: int, size: tuple[
     return SyntheticVideo(np.stack(frames), np.stack(labels), np.stack(amodal), colours)
 
 # %% ../nbs/00_data.ipynb #a2e74d4d
+def synthetic_video(seed: int, index: int, n_frames: int, size: tuple[int, int], max_objects: int = 3) -> SyntheticVideo:
+    "Video `index` of the synthetic set of `seed` (1..max_objects objects), rendered."
+    rng = np.random.default_rng([seed, index])
+    return render_synthetic_video(rng, n_frames, size, int(rng.integers(1, max_objects + 1)))
+
 def make_synthetic_davis(root,                # folder to write (created; existing files are overwritten)
                          n_videos: int = 4,
                          n_frames: int = 16,
@@ -684,8 +693,7 @@ def make_synthetic_davis(root,                # folder to write (created; existi
     root = Path(root)
     names = [f"synth-{v:02d}" for v in range(n_videos)]
     for v, name in enumerate(names):
-        rng = np.random.default_rng([seed, v])
-        video = render_synthetic_video(rng, n_frames, size, int(rng.integers(1, max_objects + 1)))
+        video = synthetic_video(seed, v, n_frames, size, max_objects)
         for t in range(n_frames):
             write_frame(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg", video.frames[t], jpeg_quality)
             write_mask(root / "Annotations" / "480p" / name / f"{t:05d}.png", video.labels[t])

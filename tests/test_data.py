@@ -1,0 +1,482 @@
+"""Tests of dense_ulearn.data: real DAVIS data against its README, label maps, bad input, synthetic data, clips, layouts."""
+import json
+import re
+import shutil
+import warnings
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dense_ulearn.data import (
+    DAVIS_PALETTE, VOID_ID, ClipDataset, DavisDataset, VideoFolder, VideoSequence, YouTubeVOSDataset, add_data_args,
+    detect_layout, find_shared_data, item_generator, make_synthetic_davis, normalize, open_videos, read_frame,
+    read_mask, resize_frames, resolve_davis_root, resolve_video_root, shared_paths, synthetic_video, write_frame,
+    write_mask,
+)
+
+
+# ---------------------------------------------------------------- the shared data README, parsed (not hard-coded)
+
+def readme_table(readme: str, section: str) -> dict[str, int]:
+    "The `| sequence | frames |` table under `## <section>` of the data README."
+    body = readme.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\|\s*([a-z0-9-]+)\s*\|\s*(\d+)\s*\|\s*$", body, flags=re.M)
+    return {name: int(n) for name, n in rows}
+
+
+@pytest.fixture(scope="module")
+def readme(shared): return (shared.root / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def readme_size(readme):
+    "(H, W) of every image, from 'All images are 854x480 RGB JPEG; masks 854x480'."
+    (w, h), (mw, mh) = [tuple(map(int, m)) for m in re.findall(r"(\d+)x(\d+)", readme.split("All images are", 1)[1][:60])]
+    assert (w, h) == (mw, mh)
+    return h, w
+
+
+@pytest.fixture(scope="module")
+def fixtures_meta(fixtures_root): return {f["sequence"]: f for f in json.loads((fixtures_root / "fixtures.json").read_text())}
+
+
+# ---------------------------------------------------------------- real data
+
+def test_davis_mini_matches_readme(davis_root, readme, readme_size):
+    table = readme_table(readme, "davis2017-mini")
+    assert len(table) == 9 and sum(table.values()) == 645  # the README's own total
+    ds = DavisDataset(davis_root, "val")
+    assert detect_layout(davis_root) == "davis" and ds.labelled
+    assert sorted(ds.names) == sorted(table)
+    for seq in ds:
+        assert len(seq) == table[seq.name], seq.name
+        assert sum(p is not None for p in seq.mask_paths) == table[seq.name], seq.name  # every frame has a mask
+        assert seq.size == readme_size  # every frame and mask was checked against this size at open
+        assert seq.object_ids == [1] and seq.first_appearance == {1: 0}
+    seq = ds["car-shadow"]
+    assert seq.frame(len(seq) - 1).shape == (*readme_size, 3)
+    assert seq.mask(len(seq) - 1).shape == readme_size
+
+
+def test_davis_train_video_matches_readme(video_root, readme, readme_size):
+    table = readme_table(readme, "davis2016-train-video")
+    assert len(table) == 7 and sum(table.values()) == 551
+    for split in ("train", None):  # the split file, and a folder scan
+        ds = DavisDataset(video_root, split)
+        assert not ds.labelled and sorted(ds.names) == sorted(table)
+        assert {s.name: len(s) for s in ds} == table
+        assert all(s.size == readme_size and s.mask_paths == [None] * len(s) and s.object_ids == [] for s in ds)
+    vids = open_videos(video_root)
+    assert vids.layout == "davis" and len(vids) == 7
+    assert read_frame(vids["surf"].frame_paths[-1]).shape == (*readme_size, 3)
+
+
+def test_fixtures_ids_and_void(fixtures_root, fixtures_meta):
+    ds = DavisDataset(fixtures_root, split="fixtures")
+    assert sorted(ds.names) == sorted(fixtures_meta)
+    for seq in ds:
+        meta = fixtures_meta[seq.name]
+        assert [p.stem for p in seq.frame_paths] == meta["frames"]
+        ids = set().union(*(np.unique(seq.mask(i)).tolist() for i in range(len(seq))))
+        assert sorted(ids - {0, VOID_ID}) == meta["object_ids"], seq.name
+        assert (VOID_ID in ids) == meta["has_void_255"], seq.name
+    tennis = ds["tennis"].mask(0)
+    assert tennis.dtype == np.uint8 and (tennis == VOID_ID).sum() > 0  # the ball stays void
+    assert (tennis == VOID_ID).sum() == (np.array(Image.open(ds["tennis"].mask_paths[0])) == 255).sum()
+
+
+def real_annotations(fixtures_root, davis_root):
+    return sorted(fixtures_root.glob("Annotations/480p/*/*.png")) + [davis_root / "Annotations/480p/cows/00050.png"]
+
+
+def test_palette_round_trip_is_identical(fixtures_root, davis_root, fixtures_meta, tmp_path):
+    for src in real_annotations(fixtures_root, davis_root):
+        orig = Image.open(src)
+        palette = np.array(orig.getpalette(), np.uint8).reshape(-1, 3)
+        standard = fixtures_meta.get(src.parent.name, {}).get("palette_is_standard_davis", True)
+        out = write_mask(tmp_path / src.parent.name / src.name, read_mask(src), None if standard else palette)
+        back = Image.open(out)
+        assert back.mode == "P"
+        assert np.array_equal(np.array(back), np.array(orig)), src  # pixels (ids, void 255 included)
+        assert back.getpalette() == orig.getpalette(), src            # palette bytes
+        if standard: assert np.array_equal(palette, DAVIS_PALETTE), src
+
+
+def test_real_masks_in_other_modes(fixtures_root, tmp_path):
+    src = fixtures_root / "Annotations/480p/tennis/00000.png"
+    ids = read_mask(src)
+    rgb = tmp_path / "rgb.png"; Image.fromarray(DAVIS_PALETTE[ids]).save(rgb)
+    rgba = tmp_path / "rgba.png"; Image.fromarray(DAVIS_PALETTE[ids]).convert("RGBA").save(rgba)
+    assert np.array_equal(read_mask(rgb), ids) and np.array_equal(read_mask(rgba), ids)
+    binary = np.where(ids == 1, 255, 0).astype(np.uint8)   # DAVIS-2016 style: grey 0/255 is an object mask
+    Image.fromarray(binary).save(tmp_path / "l.png"); Image.fromarray(binary).convert("LA").save(tmp_path / "la.png")
+    for p in ("l.png", "la.png"): assert np.array_equal(read_mask(tmp_path / p), (ids == 1).astype(np.uint8))
+    write_mask(tmp_path / "p.png", binary)                 # palette 0/255: background and void
+    assert np.array_equal(read_mask(tmp_path / "p.png"), binary)
+    bw = tmp_path / "bw.png"; Image.fromarray(np.repeat(binary[..., None], 3, 2)).save(bw)
+    assert np.array_equal(read_mask(bw), (ids == 1).astype(np.uint8))
+
+
+def test_find_shared_data(shared, tmp_path, monkeypatch):
+    assert shared_paths().davis.is_dir() and shared.fixtures.is_dir()
+    monkeypatch.setenv("DENSE_ULEARN_DATA", str(tmp_path))
+    assert find_shared_data() == tmp_path and shared_paths().video == tmp_path / "davis2016-train-video"
+    monkeypatch.setenv("DENSE_ULEARN_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="nowhere"): find_shared_data()
+    assert find_shared_data(shared.root) == shared.root  # explicit wins over the environment
+
+
+def test_cli_roots(shared, tmp_path, monkeypatch):
+    import argparse
+    p = argparse.ArgumentParser(); add_data_args(p)
+    assert resolve_davis_root(p.parse_args([])) == shared.davis
+    assert resolve_video_root(p.parse_args([])) == shared.video
+    assert resolve_davis_root(p.parse_args(["--davis-root", str(shared.fixtures)])) == shared.fixtures
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty"): resolve_davis_root(p.parse_args(["--davis-root", str(tmp_path / "empty")]))
+    with pytest.raises(FileNotFoundError, match="missing-dir"): resolve_video_root(p.parse_args(["--video-root", str(tmp_path / "missing-dir")]))
+    monkeypatch.setenv("DENSE_ULEARN_DATA", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="--davis-root"): resolve_davis_root(p.parse_args([]))
+
+
+# ---------------------------------------------------------------- bad input: one clear error naming the file, at open
+
+@pytest.fixture
+def tiny(tmp_path):
+    "A tiny synthetic DAVIS root: 2 videos x 4 frames of 24x32."
+    return make_synthetic_davis(tmp_path / "davis", n_videos=2, n_frames=4, size=(24, 32), seed=0)
+
+
+def frame_of(root, seq, k): return root / "JPEGImages/480p" / seq / f"{k:05d}.jpg"
+def mask_of(root, seq, k): return root / "Annotations/480p" / seq / f"{k:05d}.png"
+
+
+def test_tiny_set_opens(tiny):
+    ds = DavisDataset(tiny)
+    assert ds.names == ["synth-00", "synth-01"] and all(len(s) == 4 and s.size == (24, 32) for s in ds)
+
+
+def test_missing_first_frame_mask(tiny):
+    mask_of(tiny, "synth-01", 0).unlink()
+    with pytest.raises(FileNotFoundError, match=r"synth-01/00000\.png"): DavisDataset(tiny)
+    assert len(DavisDataset(tiny, labelled=False)) == 2  # as unlabelled video it is fine
+
+
+def test_missing_mask_folder_of_a_sequence(tiny):
+    shutil.rmtree(tiny / "Annotations/480p/synth-00")
+    with pytest.raises(FileNotFoundError, match=r"synth-00/00000\.png"): DavisDataset(tiny)
+
+
+def test_frame_mask_size_mismatch(tiny):
+    write_mask(mask_of(tiny, "synth-00", 2), np.zeros((24, 30), np.uint8))
+    with pytest.raises(ValueError, match=r"synth-00/00002\.png.*24x30"): DavisDataset(tiny)
+
+
+def test_frame_size_mismatch(tiny):
+    write_frame(frame_of(tiny, "synth-00", 3), np.zeros((20, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"synth-00/00003\.jpg"): DavisDataset(tiny, labelled=False)
+
+
+def test_mask_without_frame(tiny):
+    frame_of(tiny, "synth-00", 3).unlink()
+    with pytest.raises(FileNotFoundError, match=r"mask .*synth-00/00003\.png has no frame"): DavisDataset(tiny)
+
+
+def test_gap_in_frame_numbering(tiny):
+    frame_of(tiny, "synth-01", 1).unlink(); mask_of(tiny, "synth-01", 1).unlink()
+    with pytest.raises(FileNotFoundError, match=r"synth-01/00001\.jpg is missing"): DavisDataset(tiny)
+    with pytest.raises(FileNotFoundError, match=r"synth-01/00001\.jpg is missing"): DavisDataset(tiny, labelled=False)
+
+
+def test_unknown_colours_in_rgb_mask(tiny):
+    rgb = DAVIS_PALETTE[read_mask(mask_of(tiny, "synth-00", 2))].copy()
+    rgb[0, 0] = (10, 20, 30)
+    Image.fromarray(rgb).save(mask_of(tiny, "synth-00", 2))
+    with pytest.raises(ValueError, match=r"synth-00/00002\.png.*\(10,20,30\)"): DavisDataset(tiny)
+
+
+def test_truncated_jpeg(tiny):
+    p = frame_of(tiny, "synth-00", 2)
+    p.write_bytes(p.read_bytes()[:-50])
+    with pytest.raises(ValueError, match=r"truncated JPEG .*synth-00/00002\.jpg"): DavisDataset(tiny)
+
+
+def test_truncated_png_mask(tiny):
+    p = mask_of(tiny, "synth-01", 3)
+    p.write_bytes(p.read_bytes()[:-20])
+    with pytest.raises(ValueError, match=r"synth-01/00003\.png"): DavisDataset(tiny)
+
+
+def test_later_decode_error_names_the_file(tiny):
+    p = frame_of(tiny, "synth-00", 1)
+    seq = DavisDataset(tiny)["synth-00"]
+    data = p.read_bytes()
+    p.write_bytes(data[:len(data) // 3] + b"\xff\xd9")  # markers intact, scan data cut: passes the open-time check
+    with pytest.raises(ValueError, match=r"synth-00/00001\.jpg"): seq.frame(1)
+
+
+def test_split_file_naming_a_missing_sequence(tiny):
+    split = tiny / "ImageSets/2017/val.txt"
+    split.write_text(split.read_text() + "ghost\n")
+    with pytest.raises(FileNotFoundError, match=r"val\.txt names sequence 'ghost'"): DavisDataset(tiny, "val")
+    assert len(DavisDataset(tiny, "train")) == 2
+    with pytest.raises(FileNotFoundError, match="ghost"): DavisDataset(tiny, sequences=["ghost"])
+
+
+def test_missing_split_file_scans_folders(tiny):
+    (tiny / "ImageSets/2017/val.txt").unlink()
+    assert DavisDataset(tiny, "val").names == ["synth-00", "synth-01"]
+
+
+def test_empty_folders(tmp_path, tiny):
+    d0 = tmp_path / "d0"; d0.mkdir()
+    for opener in (DavisDataset, YouTubeVOSDataset, VideoFolder, open_videos, detect_layout):
+        with pytest.raises(ValueError, match=r"d0 is an empty folder"): opener(d0)
+    (d0 / "readme.txt").write_text("not data")
+    with pytest.raises(FileNotFoundError, match="JPEGImages/480p"): DavisDataset(d0)
+    with pytest.raises(ValueError, match="cannot tell"): open_videos(d0)
+    with pytest.raises(FileNotFoundError, match="nothing-here"): open_videos(tmp_path / "nothing-here")
+    for p in (tiny / "JPEGImages/480p/synth-01").iterdir(): p.unlink()
+    with pytest.raises(ValueError, match=r"no frames .*synth-01"): DavisDataset(tiny, labelled=False)
+
+
+# ---------------------------------------------------------------- synthetic data
+
+def test_synthetic_is_deterministic(tmp_path):
+    a = make_synthetic_davis(tmp_path / "a", n_videos=2, n_frames=3, size=(32, 48), seed=5)
+    b = make_synthetic_davis(tmp_path / "b", n_videos=2, n_frames=3, size=(32, 48), seed=5)
+    c = make_synthetic_davis(tmp_path / "c", n_videos=2, n_frames=3, size=(32, 48), seed=6)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 2 * 3 * 2 + 2
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert any((a / f).read_bytes() != (c / f).read_bytes() for f in files if f.suffix == ".jpg")
+
+
+def centred_iou(a, b):
+    "IoU of two boolean masks after moving each one's centroid to the middle of a canvas (shape change only)."
+    def centred(m):
+        canvas = np.zeros((2 * m.shape[0], 2 * m.shape[1]), bool)
+        yx = np.argwhere(m)
+        yx = yx - yx.mean(0).round().astype(int) + np.array(m.shape)
+        canvas[yx[:, 0], yx[:, 1]] = True
+        return canvas
+    a, b = centred(a), centred(b)
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_synthetic_masks_match_objects(tmp_path):
+    n, size = 12, (64, 96)
+    ds = DavisDataset(make_synthetic_davis(tmp_path / "s", n_videos=4, n_frames=n, size=size, seed=0))
+    occluded = False
+    for v, seq in enumerate(ds):
+        truth = synthetic_video(0, v, n, size)
+        labels = np.stack([seq.mask(t) for t in range(n)])
+        frames = np.stack([seq.frame(t) for t in range(n)]).astype(float)
+        assert np.array_equal(labels, truth.labels)
+        assert seq.object_ids == list(range(1, truth.amodal.shape[1] + 1)) == sorted(set(np.unique(labels[0])) - {0})
+        for oid in range(truth.amodal.shape[1] + 1):  # each region carries its own colour (background = 0)
+            region = frames[labels == oid]
+            assert np.linalg.norm(truth.colours - region.mean(0), axis=1).argmin() == oid, (seq.name, oid)
+        for oid in seq.object_ids:
+            assert (labels[:, None] == oid).any()
+            centre = [np.argwhere(truth.amodal[t, oid - 1]).mean(0) for t in (0, n - 1)]
+            assert np.linalg.norm(centre[1] - centre[0]) > 2                       # it moves
+            assert centred_iou(truth.amodal[0, oid - 1], truth.amodal[n - 1, oid - 1]) < 0.97  # it deforms
+        visible = (labels[:, None] == np.arange(1, truth.amodal.shape[1] + 1)[:, None, None]).sum((2, 3))
+        occluded |= bool((visible < truth.amodal.sum((2, 3))).any())
+        bg = (labels[0] == 0) & (labels[-1] == 0)
+        assert np.abs(frames[0][bg] - frames[-1][bg]).mean() > 10  # the background moves too
+    assert occluded
+
+
+# ---------------------------------------------------------------- training clips
+
+@pytest.fixture(scope="module")
+def synth_set(tmp_path_factory):
+    return DavisDataset(make_synthetic_davis(tmp_path_factory.mktemp("clips"), n_videos=3, n_frames=12, size=(48, 80), seed=1))
+
+
+def test_clip_shapes_and_determinism(synth_set):
+    seen = []
+    def aug_view(clip, g):
+        seen.append((clip.dtype, tuple(clip.shape)))
+        return clip.flip(-1), torch.eye(2, 3)
+    ds = ClipDataset(synth_set, frames_per_clip=5, frame_gap=2, short_side=(32, 40), crop=32, clips_per_video=2,
+                     seed=7, aug_view=aug_view)
+    assert len(ds) == 6
+    item = ds[4]
+    assert item["main"].shape == item["aug"].shape == (5, 3, 32, 32) and item["main"].dtype == torch.float32
+    assert item["theta"].shape == (2, 3) and item["video"] == 4 % 3 and seen[0] == (torch.uint8, (5, 3, 32, 32))
+    assert torch.equal(item["aug"], item["main"].flip(-1))
+    again = ClipDataset(synth_set, frames_per_clip=5, frame_gap=2, short_side=(32, 40), crop=32, clips_per_video=2,
+                        seed=7, aug_view=aug_view)[4]
+    assert all(torch.equal(item[k], again[k]) for k in ("main", "aug", "frames"))
+    ds.set_epoch(3)
+    epoch3 = [ds[i]["frames"] for i in range(len(ds))]
+    ds.set_epoch(0)
+    assert any(not torch.equal(a, ds[i]["frames"]) for i, a in enumerate(epoch3))
+    with pytest.raises(IndexError): ds[6]
+
+
+def test_clip_same_with_any_number_of_workers(synth_set):
+    ds = ClipDataset(synth_set, short_side=(32, 40), crop=32, seed=3)
+    ds.set_epoch(2)
+    batches = []
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers)
+        batches.append(torch.cat([b["main"] for b in loader]))
+    assert torch.equal(*batches)
+
+
+def test_clip_sampling_rules(synth_set):
+    ytvos = ClipDataset(synth_set, frame_gap=2, short_side=32, crop=32, seed=0)
+    for i in range(len(ytvos)):
+        for epoch in range(10):
+            ytvos.set_epoch(epoch)
+            f = sorted(ytvos[i]["frames"].tolist())
+            assert np.diff(f).tolist() == [2] * 4 and 0 <= f[0] and f[-1] < 12
+    kin = ClipDataset(synth_set, frame_gap=10, short_side=32, crop=32, sampling="kinetics", crop_mode="center", seed=0)
+    f = kin[0]["frames"].tolist()
+    assert f == sorted(f) and np.diff(f).tolist() in ([2, 2, 2, 2], [2, 3, 2, 2], [2, 2, 3, 2])  # win 12: gap 2.4, int()
+
+
+def test_clip_flip_is_shared_and_only_change(synth_set):
+    kw = dict(short_side=(32, 48), crop=32, seed=11)
+    flipped, plain = ClipDataset(synth_set, flip_p=1.0, **kw), ClipDataset(synth_set, flip_p=0.0, **kw)
+    for i in range(len(plain)):
+        assert torch.equal(flipped[i]["main"], plain[i]["main"].flip(-1))
+
+
+def test_clip_pipeline_on_real_frames(davis_root):
+    seq = DavisDataset(davis_root, sequences=["blackswan"])
+    item = ClipDataset(seq, short_side=64, crop=64, sampling="kinetics", crop_mode="center", flip_p=0.0)[0]
+    frames = seq[0].frames(item["frames"].tolist())                       # [T,480,854,3]
+    small = np.stack([np.array(Image.fromarray(f).resize((113, 64), Image.Resampling.BILINEAR)) for f in frames])
+    expected = torch.from_numpy(small[:, :, 24:88]).permute(0, 3, 1, 2)    # 854/480*64 = 113.8 -> 113; left round(24.5)=24
+    assert np.array_equal(resize_frames(frames, 64), small)
+    assert torch.allclose(item["main"], normalize(expected))
+
+
+def test_clip_drops_and_rejects(synth_set, tmp_path):
+    short = VideoSequence("short", synth_set[0].frame_paths[:4])
+    with pytest.warns(UserWarning, match="short"):
+        ds = ClipDataset([short, *synth_set], short_side=32, crop=32)
+    assert ds.dropped == [("short", "4 frames < 5")] and len(ds) == 3 and {ds[i]["video"] for i in range(3)} == {1, 2, 3}
+    with pytest.warns(UserWarning, match="smaller than the crop"), pytest.raises(ValueError, match="no usable videos"):
+        ClipDataset(synth_set, short_side=64, crop=64)   # 48-pixel frames
+    with pytest.raises(ValueError, match="smaller than the crop"): ClipDataset(synth_set, short_side=(24, 40), crop=32)
+    with pytest.raises(ValueError, match="sampling"): ClipDataset(synth_set, short_side=32, crop=32, sampling="random")
+
+
+def test_item_generator_streams_differ():
+    seeds = {item_generator(s, e, i).initial_seed() for s in range(3) for e in range(3) for i in range(50)}
+    assert len(seeds) == 450
+
+
+# ---------------------------------------------------------------- own videos and YouTube-VOS
+
+def encode_video(path, frames, rate=10):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=rate)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")): c.mux(pkt)
+        for pkt in s.encode(): c.mux(pkt)
+
+
+def ramp_frames(n, h=32, w=48):
+    "Frame t is flat grey 20 + 20 t: easy to recognise after lossy coding."
+    return np.stack([np.full((h, w, 3), 20 + 20 * t, np.uint8) for t in range(n)])
+
+
+def test_video_file(tmp_path):
+    encode_video(tmp_path / "clip.mp4", ramp_frames(7))
+    assert detect_layout(tmp_path) == "video-files" and detect_layout(tmp_path / "clip.mp4") == "video-file"
+    for root in (tmp_path, tmp_path / "clip.mp4"):
+        seq = open_videos(root)[0]
+        assert (seq.name, len(seq), seq.size) == ("clip", 7, (32, 48))
+        got = seq.frames([6, 0, 3])
+        assert got.shape == (3, 32, 48, 3) and np.abs(got.mean((1, 2, 3)) - [140, 20, 80]).max() < 4
+        assert [p.stem for p in seq.frame_paths] == [f"{i:05d}" for i in range(7)]
+    clips = ClipDataset(open_videos(tmp_path), short_side=32, crop=32, sampling="kinetics")
+    assert clips[0]["main"].shape == (5, 3, 32, 32)
+
+
+def test_broken_video_file(tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"bad\.mp4"): open_videos(tmp_path)
+
+
+def test_frame_folders(tmp_path):
+    for name, n in (("walk", 11), ("run", 5)):
+        for t in range(n): write_frame(tmp_path / name / f"img{t}.png", ramp_frames(n)[t])
+    (tmp_path / "notes").mkdir()  # a folder without images is not a video
+    encode_video(tmp_path / "zoom.avi", ramp_frames(5))
+    assert detect_layout(tmp_path) == "frame-folders+video-files"
+    vf = open_videos(tmp_path)
+    assert isinstance(vf, VideoFolder) and vf.names == ["run", "walk", "zoom"] and not vf.labelled
+    walk = vf["walk"]
+    assert [p.name for p in walk.frame_paths][:3] == ["img0.png", "img1.png", "img2.png"] and walk.frame_paths[-1].name == "img10.png"
+    assert walk.frame(10)[0, 0, 0] == 220 and walk.mask(0) is None
+    assert detect_layout(tmp_path / "walk") == "frames" and open_videos(tmp_path / "walk").names == ["walk"]
+    write_frame(tmp_path / "run" / "img5.png", np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"run/img5\.png"): open_videos(tmp_path)
+
+
+def make_ytvos(root, with_meta=True):
+    "A 2-video YouTube-VOS train set; object 2 of `a` first appears at the third listed frame (raw frame 00010)."
+    stems = ["00000", "00005", "00010", "00015", "00020"]
+    lab = np.zeros((5, 24, 40), np.uint8)
+    lab[:, 2:10, 2:12] = 1
+    lab[2:, 12:20, 20:36] = 2
+    meta = {"videos": {}}
+    for name in ("a", "b"):
+        n_obj = 2 if name == "a" else 1
+        for t, s in enumerate(stems):
+            write_frame(root / "train/JPEGImages" / name / f"{s}.jpg", DAVIS_PALETTE[lab[t] if n_obj == 2 else lab[t] * (lab[t] == 1)])
+            write_mask(root / "train/Annotations" / name / f"{s}.png", lab[t] if n_obj == 2 else lab[t] * (lab[t] == 1))
+        meta["videos"][name] = {"objects": {"1": {"category": "x", "frames": stems}}}
+        if n_obj == 2: meta["videos"][name]["objects"]["2"] = {"category": "y", "frames": stems[2:]}
+    if with_meta: (root / "train/meta.json").write_text(json.dumps(meta))
+    return root, lab
+
+
+def test_ytvos_layout(tmp_path):
+    root, lab = make_ytvos(tmp_path)
+    assert detect_layout(root) == "ytvos"
+    for ds in (open_videos(root), YouTubeVOSDataset(root / "train"), YouTubeVOSDataset(root, "train")):
+        assert ds.layout == "ytvos" and ds.names == ["a", "b"]
+        a = ds["a"]
+        assert a.object_ids == [1, 2] and a.first_appearance == {1: 0, 2: 2} and len(a) == 5
+        assert [p.stem for p in a.frame_paths] == ["00000", "00005", "00010", "00015", "00020"]
+        assert np.array_equal(a.mask(2), lab[2]) and 2 not in a.mask(1)
+        assert ds["b"].object_ids == [1]
+    (tmp_path / "train/meta.json").unlink()  # without meta.json: objects from the masks
+    assert open_videos(root)["a"].first_appearance == {1: 0, 2: 2}
+
+
+def test_ytvos_valid_style_sparse_masks(tmp_path):
+    root, lab = make_ytvos(tmp_path)
+    for s in ("00005", "00015", "00020"): (root / "train/Annotations/a" / f"{s}.png").unlink()  # only first appearances
+    a = open_videos(root)["a"]
+    assert [p is not None for p in a.mask_paths] == [True, False, True, False, False] and a.first_appearance[2] == 2
+    (root / "train/Annotations/a/00010.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"a/00010\.png.*object 2"): open_videos(root)
+
+
+def test_ytvos_bad_meta(tmp_path):
+    root, _ = make_ytvos(tmp_path)
+    meta = json.loads((root / "train/meta.json").read_text())
+    meta["videos"]["ghost"] = meta["videos"]["a"]
+    (root / "train/meta.json").write_text(json.dumps(meta))
+    with pytest.raises(FileNotFoundError, match=r"meta\.json names sequence 'ghost'"): open_videos(root)
+    (root / "train/meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"meta\.json"): open_videos(root)
+
+
+def test_detect_layout_on_shared_roots(shared):
+    assert [detect_layout(p) for p in (shared.davis, shared.video, shared.fixtures)] == ["davis"] * 3
+    with pytest.raises(ValueError, match="cannot tell"): detect_layout(shared.results)
