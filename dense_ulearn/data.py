@@ -23,7 +23,7 @@ __all__ = ['DATA_ENV_VAR', 'VOID_ID', 'DAVIS_PALETTE', 'MASK_MODES', 'IMAGENET_M
            'VideoFileSequence', 'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob',
            'SyntheticVideo', 'render_synthetic_video', 'synthetic_video', 'make_synthetic_davis', 'overlay_mask',
            'downscale', 'show_images', 'show_sequences', 'item_generator', 'randint', 'sample_frame_indices',
-           'sample_short_side', 'resized_size', 'resize_frames', 'crop_corner', 'ClipDataset']
+           'sample_short_side', 'resized_size', 'resize_frames_to', 'resize_frames', 'crop_corner', 'ClipDataset']
 
 # %% ../nbs/00_data.ipynb #b22ec65b
 DATA_ENV_VAR = "DENSE_ULEARN_DATA"
@@ -92,12 +92,13 @@ DAVIS_PALETTE = voc_palette()  # [256,3] uint8
 # %% ../nbs/00_data.ipynb #4ab9157a
 MASK_MODES = ("P", "L", "LA", "1", "RGB", "RGBA")
 
-def _open_image(path, what: str) -> Image.Image:
-    "Open and fully decode an image; any failure becomes one `ValueError` naming the file."
+def _open_image(path, what: str, draft: tuple[int, int] | None = None) -> Image.Image:
+    "Open and fully decode an image (a JPEG at a reduced scale >= `draft` (H, W) if given); failures name the file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{what} not found: {path}")
     try:
         img = Image.open(path)
+        if draft is not None: img.draft("RGB", (draft[1], draft[0]))
         img.load()
     except (OSError, SyntaxError, ValueError) as e: raise ValueError(f"cannot decode {what} {path}: {e}") from e
     return img
@@ -147,9 +148,9 @@ def write_mask(path, labels: np.ndarray, palette: np.ndarray | None = None) -> P
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-def read_frame(path) -> np.ndarray:
-    "Read an image file as RGB `uint8 [H,W,3]`; a decode error names the file."
-    return np.array(_open_image(path, "frame").convert("RGB"))
+def read_frame(path, draft: tuple[int, int] | None = None) -> np.ndarray:
+    "Read an image file as RGB `uint8 [H,W,3]`; a decode error names the file. `draft`: see `VideoSequence.frames`."
+    return np.array(_open_image(path, "frame", draft).convert("RGB"))
 
 def write_frame(path, frame: np.ndarray, quality: int = 95) -> Path:
     "Write RGB `uint8 [H,W,3]` as JPEG/PNG (by the suffix), creating the folder; returns the path."
@@ -242,9 +243,10 @@ class VideoSequence:
         "Frame `i` as RGB `uint8 [H,W,3]`."
         return read_frame(self.frame_paths[i])
 
-    def frames(self, indices: Sequence[int]) -> np.ndarray:
+    def frames(self, indices: Sequence[int],
+               draft: tuple[int, int] | None = None) -> np.ndarray:  # JPEGs may decode at 1/2, 1/4, 1/8 scale, staying >= draft (H, W)
         "Several frames, `uint8 [T,H,W,3]`."
-        return np.stack([self.frame(i) for i in indices])
+        return np.stack([read_frame(self.frame_paths[i], draft) for i in indices])
 
     def mask(self, i: int) -> np.ndarray | None:
         "Label map of frame `i` as `uint8 [H,W]`, or None when frame `i` has no annotation."
@@ -521,8 +523,8 @@ class VideoFileSequence(VideoSequence):
         if n == 0: raise ValueError(f"video file {path} has no frames")
         return cls(path.stem, [path / f"{i:05d}" for i in range(n)], None, [], {}, size, video_path=path)
 
-    def frames(self, indices: Sequence[int]) -> np.ndarray:
-        "Frames at `indices`, `uint8 [T,H,W,3]`, decoding the file once up to the largest index."
+    def frames(self, indices: Sequence[int], draft=None) -> np.ndarray:
+        "Frames at `indices`, `uint8 [T,H,W,3]`, decoding the file once up to the largest index (`draft` is ignored)."
         wanted, got = set(indices), {}
         try:
             with av.open(str(self.video_path)) as c:
@@ -787,11 +789,15 @@ def resized_size(h: int, w: int, short: int) -> tuple[int, int]:
     a = w / h
     return (short, int(short * a)) if a > 1 else (int(short / a), short)
 
-def resize_frames(frames: np.ndarray, short: int) -> np.ndarray:
-    "Resize `uint8 [T,H,W,3]` so the short side is `short`, with PIL bilinear (anti-aliased) -> `uint8 [T,H',W',3]`."
-    h, w = resized_size(*frames.shape[1:3], short)
+def resize_frames_to(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    "Resize `uint8 [T,H,W,3]` to `size` (H', W') with PIL bilinear (anti-aliased when shrinking) -> `uint8 [T,H',W',3]`."
+    h, w = size
     if (h, w) == frames.shape[1:3]: return frames
     return np.stack([np.array(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in frames])
+
+def resize_frames(frames: np.ndarray, short: int) -> np.ndarray:
+    "Resize `uint8 [T,H,W,3]` so the short side is `short` (aspect kept as `resized_size` says)."
+    return resize_frames_to(frames, resized_size(*frames.shape[1:3], short))
 
 CROP_MODES = ("random", "center")
 
@@ -820,14 +826,16 @@ class ClipDataset(torch.utils.data.Dataset):
                  seed: int = 0,
                  aug_view: Callable | None = None,  # aug_view(clip uint8 [T,3,c,c], generator) -> (aug uint8 [T,3,c,c], theta [2,3])
                  crop_mode: str = "random",    # "random" (YouTube-VOS, OxUvA) or "center" (TrackingNet, Kinetics)
-                 flip_p: float = 0.5):         # probability of the clip-level horizontal flip
+                 flip_p: float = 0.5,          # probability of the clip-level horizontal flip
+                 fast_decode: bool = False):   # decode JPEGs at a reduced scale (>= the resized size) first: faster for
+                                               # small CPU crops; pixels differ slightly from the reference pipeline
         if sampling not in SAMPLINGS: raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if crop_mode not in CROP_MODES: raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
         lo = short_side if isinstance(short_side, int) else short_side[0]
         if lo < crop: raise ValueError(f"short side {short_side} is smaller than the crop {crop}")
         self.T, self.frame_gap, self.short_side, self.crop = frames_per_clip, frame_gap, short_side, crop
         self.clips_per_video, self.sampling, self.seed, self.aug_view = clips_per_video, sampling, seed, aug_view
-        self.crop_mode, self.flip_p, self.epoch = crop_mode, flip_p, 0
+        self.crop_mode, self.flip_p, self.fast_decode, self.epoch = crop_mode, flip_p, fast_decode, 0
         self.videos = list(videos)
         self.kept, self.dropped = self._usable_videos()
         if not self.kept: raise ValueError(f"no usable videos: {self.dropped}")
@@ -850,7 +858,8 @@ class ClipDataset(torch.utils.data.Dataset):
         k = self.kept[index % len(self.kept)]
         seq = self.videos[k]
         idx = sample_frame_indices(len(seq), self.T, self.frame_gap, self.sampling, generator)
-        frames = resize_frames(seq.frames(idx), sample_short_side(self.short_side, generator))  # [T,H',W',3]
+        size = resized_size(*seq.size, sample_short_side(self.short_side, generator))
+        frames = resize_frames_to(seq.frames(idx, size if self.fast_decode else None), size)  # [T,H',W',3]
         top, left = crop_corner(*frames.shape[1:3], self.crop, self.crop_mode, generator)
         clip = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + self.crop, left:left + self.crop]))
         clip = clip.permute(0, 3, 1, 2)  # [T,c,c,3] -> [T,3,c,c]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from dense_ulearn.data import (
-    DAVIS_PALETTE, VOID_ID, ClipDataset, DavisDataset, VideoFolder, VideoSequence, YouTubeVOSDataset, add_data_args,
+    DAVIS_PALETTE, VOID_ID, ClipDataset, DavisDataset, denormalize, VideoFolder, VideoSequence, YouTubeVOSDataset, add_data_args,
     detect_layout, find_shared_data, item_generator, make_synthetic_davis, normalize, open_videos, read_frame,
     read_mask, resize_frames, resolve_davis_root, resolve_video_root, shared_paths, synthetic_video, write_frame,
     write_mask,
@@ -358,6 +358,9 @@ def test_clip_pipeline_on_real_frames(davis_root):
     expected = torch.from_numpy(small[:, :, 24:88]).permute(0, 3, 1, 2)    # 854/480*64 = 113.8 -> 113; left round(24.5)=24
     assert np.array_equal(resize_frames(frames, 64), small)
     assert torch.allclose(item["main"], normalize(expected))
+    fast = ClipDataset(seq, short_side=64, crop=64, sampling="kinetics", crop_mode="center", flip_p=0.0, fast_decode=True)[0]
+    assert torch.equal(fast["frames"], item["frames"]) and fast["main"].shape == item["main"].shape
+    assert (denormalize(fast["main"]) - denormalize(item["main"])).abs().mean() < 0.01  # JPEG downscaled decode: close
 
 
 def test_clip_drops_and_rejects(synth_set, tmp_path):
