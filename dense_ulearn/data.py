@@ -4,11 +4,12 @@
 
 # %% ../nbs/00_data.ipynb #e61a960e
 from __future__ import annotations
-import argparse, importlib.util, os
+import argparse, importlib.util, json, os, re, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import av
 import numpy as np
 import torch
 from PIL import Image
@@ -290,8 +291,8 @@ def _check_frames(frames: Sequence[Path]) -> tuple[int, int]:
     "All frames: end markers present and one size; returns (H, W)."
     size = image_header(frames[0])[:2]
     for p in frames[1:]:
-        if image_header(p)[:2] != size:
-            raise ValueError(f"frame {p} is {image_header(p)[0]}x{image_header(p)[1]} but {frames[0]} is {size[0]}x{size[1]}")
+        h, w, _ = image_header(p)
+        if (h, w) != size: raise ValueError(f"frame {p} is {h}x{w} but {frames[0]} is {size[0]}x{size[1]} (HxW)")
     return size
 
 # %% ../nbs/00_data.ipynb #a8ab437f
@@ -408,8 +409,6 @@ def resolve_video_root(args: argparse.Namespace) -> Path:
     return _shared_root("video", "--video-root")
 
 # %% ../nbs/00_data.ipynb #033513e2
-import json
-
 def _read_meta(meta_file: Path) -> dict:
     "The `videos` dict of a YouTube-VOS meta.json; a malformed file is an error naming it."
     try: return json.loads(meta_file.read_text())["videos"]
@@ -480,7 +479,6 @@ class YouTubeVOSDataset(VideoDataset):
                                            meta_file) for n in names]
 
 # %% ../nbs/00_data.ipynb #6b486a20
-import re
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 def natural_key(p: Path) -> list:
@@ -498,8 +496,6 @@ def open_frame_folder(folder: Path) -> VideoSequence:
     return VideoSequence(folder.name, frames, None, [], {}, _check_frames(frames))
 
 # %% ../nbs/00_data.ipynb #e2a7cdf6
-import av
-
 def _av_error(path: Path, e: Exception) -> ValueError:
     return ValueError(f"cannot decode video file {path}: {e}")
 
@@ -557,7 +553,13 @@ class VideoFolder(VideoDataset):
 # %% ../nbs/00_data.ipynb #9efee0c0
 LAYOUTS = ("davis", "ytvos", "frame-folders", "video-files", "frame-folders+video-files", "frames", "video-file")
 
-def _has_subdirs(p: Path) -> bool: return p.is_dir() and any(c.is_dir() for c in p.iterdir())
+def _has_image_folders(p: Path) -> bool:
+    "Does folder `p` hold at least one sub-folder with images in it?"
+    return p.is_dir() and any(c.is_dir() and _images_in(c) for c in p.iterdir())
+
+def _davis_resolutions(p: Path) -> list[str]:
+    "Sub-folders of a JPEGImages folder that hold sequence folders (DAVIS: 480p, Full-Resolution)."
+    return sorted(c.name for c in p.iterdir() if _has_image_folders(c)) if p.is_dir() else []
 
 def detect_layout(root, resolution: str = "480p", split: str = "train") -> str:
     "Say which of `LAYOUTS` the data at `root` is; a missing, empty or unrecognised root is an error naming it."
@@ -567,8 +569,10 @@ def detect_layout(root, resolution: str = "480p", split: str = "train") -> str:
         raise ValueError(f"{root} is a file but not a video file ({', '.join(VIDEO_EXTS)})")
     root = _nonempty_dir(root, "data root")
     entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-    if _has_subdirs(root / "JPEGImages" / resolution): return "davis"
-    if any(_has_subdirs(b / "JPEGImages") for b in (root, root / split)): return "ytvos"
+    if _has_image_folders(root / "JPEGImages" / resolution): return "davis"
+    if any(_has_image_folders(b / "JPEGImages") for b in (root, root / split)): return "ytvos"
+    if _davis_resolutions(root / "JPEGImages"):
+        raise ValueError(f"{root} is a DAVIS root without JPEGImages/{resolution}: it has {_davis_resolutions(root / 'JPEGImages')}")
     folders = any(p.is_dir() and _images_in(p) for p in entries)
     videos = any(p.is_file() and p.suffix.lower() in VIDEO_EXTS for p in entries)
     if folders or videos: return "+".join(k for k, v in (("frame-folders", folders), ("video-files", videos)) if v)
@@ -811,8 +815,6 @@ def crop_corner(h: int, w: int, crop: int, mode: str, generator: torch.Generator
     return top, randint(0, w - crop, generator)
 
 # %% ../nbs/00_data.ipynb #8eb1416e
-import warnings
-
 class ClipDataset(torch.utils.data.Dataset):
     "Training clips, one per video per epoch: `main` [T,3,crop,crop] (+ `aug` [T,3,crop,crop], `theta` [2,3]), normalised."
     def __init__(self,

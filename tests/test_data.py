@@ -483,3 +483,10 @@ def test_ytvos_bad_meta(tmp_path):
 def test_detect_layout_on_shared_roots(shared):
     assert [detect_layout(p) for p in (shared.davis, shared.video, shared.fixtures)] == ["davis"] * 3
     with pytest.raises(ValueError, match="cannot tell"): detect_layout(shared.results)
+
+
+def test_detect_layout_davis_resolutions(tiny):
+    (tiny / "JPEGImages/480p").rename(tiny / "JPEGImages/Full-Resolution")
+    with pytest.raises(ValueError, match=r"without JPEGImages/480p.*Full-Resolution"): detect_layout(tiny)
+    assert detect_layout(tiny, resolution="Full-Resolution") == "davis"
+    assert len(open_videos(tiny, resolution="Full-Resolution", labelled=False)) == 2
