@@ -202,11 +202,15 @@ def main(argv=None):
                                              "split": "fixtures", "skip": False, "workers": 1})
                 official_fx = pd.read_csv(fx / "official-previous-frame-per-frame.csv").groupby(["Sequence", "Object"], as_index=False)[["J", "F"]].mean()
                 official_fx = official_fx.rename(columns={"J": "J-Mean", "F": "F-Mean"})
+                j, f = official_fx["J-Mean"].mean(), official_fx["F-Mean"].mean()
                 if vos_fx["returncode"] == 0:
                     diff, extra = compare_object_means(vos_fx["per_object"], official_fx)
-                    checks["vos-benchmark on fixtures (void, multi-object)"] = {"per object J/F-Mean": diff, "extra objects": extra}
+                    checks["vos-benchmark on fixtures (void, multi-object)"] = {
+                        "per object J/F-Mean": diff, "extra objects": extra, "global J&F/J/F": max_abs(vos_fx["global_"], [(j + f) / 2, j, f])}
                 diff, extra = compare_object_means({f"{s}_{o}": (j, f) for s, o, j, f in zip(*(ours_fx["per_object"][c] for c in ("Sequence", "Object", "J-Mean", "F-Mean")))}, official_fx)
-                checks["ours on fixtures (void, multi-object)"] = {"per object J/F-Mean": diff, "extra objects": extra}
+                ours_global = [ours_fx["global_"][c] for c in ("J&F-Mean", "J-Mean", "F-Mean")]
+                checks["ours on fixtures (void, multi-object)"] = {"per object J/F-Mean": diff, "extra objects": extra,
+                                                                   "global J&F/J/F": max_abs(ours_global, [(j + f) / 2, j, f])}
 
     print("\n== Agreement (max absolute difference) ==")
     for name, c in checks.items(): print(f"{name:48s} {c}")

@@ -23,12 +23,13 @@ from .data import VOID_ID, DavisDataset, VideoSequence, add_data_args, read_mask
 __all__ = ['BOUND_TH', 'N_DECAY_BINS', 'RECALL_THRESHOLD', 'RESULT_MODES', 'PER_FRAME_COLUMNS', 'OBJECT_COLUMNS',
            'GLOBAL_COLUMNS', 'PER_SEQUENCE_COLUMNS', 'RESULT_FILES', 'db_eval_iou', 'show_overlay',
            'seg2bmap_reference', 'seg2bmap', 'boundary_tolerance', 'boundary_prf', 'db_eval_boundary_reference',
-           'disk_runs', 'in_dilation', 'padded_box', 'boundary_precision_recall', 'db_eval_boundary', 'show_boundaries',
-           'decay_boundaries', 'db_statistics', 'read_result_mask', 'check_result_labels', 'void_to_background',
-           'count_objects', 'frame_scores', 'check_result_folder', 'annotated_masks', 'scored_masks',
-           'evaluate_sequence', 'show_frame_curve', 'per_object_table', 'global_table', 'per_sequence_table',
-           'EvalResult', 'check_results_dir', 'map_sequences', 'evaluate_davis', 'show_sequence_bars', 'result_paths',
-           'is_writable', 'check_can_write', 'write_results', 'evaluate_parser', 'format_tables', 'evaluate_main']
+           'disk_runs', 'in_dilation', 'pixel_coords', 'padded_box', 'boundary_precision_recall', 'db_eval_boundary',
+           'show_boundaries', 'decay_boundaries', 'db_statistics', 'read_result_mask', 'check_result_labels',
+           'void_to_background', 'count_objects', 'frame_scores', 'check_result_folder', 'annotated_masks',
+           'scored_masks', 'evaluate_sequence', 'show_frame_curve', 'per_object_table', 'global_table',
+           'per_sequence_table', 'EvalResult', 'check_results_dir', 'map_sequences', 'evaluate_davis',
+           'show_sequence_bars', 'result_paths', 'is_writable', 'check_can_write', 'write_results', 'evaluate_parser',
+           'format_tables', 'evaluate_main']
 
 # %% ../nbs/06_evaluate.ipynb #c310ad97
 def _count_per_mask(x: np.ndarray):  # [...,H,W] bool -> [...] int
@@ -144,6 +145,10 @@ def in_dilation(points: np.ndarray,  # [N,2] (y, x) pixels to test
     run_before = run_end - (2 * half + 1)[None, :]            # [N,2c+1] the pixel just before the run
     return (np.take(csum, run_end) != np.take(csum, run_before)).any(axis=1)
 
+def pixel_coords(mask: np.ndarray) -> np.ndarray:  # [h,w] bool -> [N,2] (y, x)
+    "Coordinates of the True pixels, like `np.argwhere` but ~10x faster on 2-D maps (flat indices, then divmod)."
+    return np.stack(np.divmod(np.flatnonzero(mask), mask.shape[1]), axis=1)
+
 def padded_box(mask: np.ndarray, pad: int = 1) -> tuple[slice, slice] | None:
     "Bounding box of the True pixels of `mask` [H,W] grown by `pad` (clipped to the image), or None when it is empty."
     rows = np.flatnonzero(mask.any(axis=1))
@@ -159,7 +164,7 @@ def boundary_precision_recall(gt: np.ndarray, pred: np.ndarray,  # [H,W] bool ma
     box = padded_box(gt | pred)  # every boundary pixel of either mask lies in here
     if box is None: return boundary_prf(0, 0, 0, 0)
     b_gt, b_fg = seg2bmap(gt[box]), seg2bmap(pred[box])      # [h,w] each
-    p_gt, p_fg = np.argwhere(b_gt), np.argwhere(b_fg)        # [M,2], [N,2] (y, x)
+    p_gt, p_fg = pixel_coords(b_gt), pixel_coords(b_fg)      # [M,2], [N,2] (y, x)
     fg_match = np.count_nonzero(in_dilation(p_fg, b_gt, runs))  # result boundary inside the dilated GT boundary
     gt_match = np.count_nonzero(in_dilation(p_gt, b_fg, runs))  # GT boundary inside the dilated result boundary
     return boundary_prf(len(p_fg), len(p_gt), fg_match, gt_match)
