@@ -14,7 +14,7 @@ SEQUENCES = ["blackswan", "car-shadow"]  # two clips, so the other clip's anchor
 def real_batch(davis_root, seed=0):
     "main, aug [B,5,3,128,128] normalised and θ [B,2,3]: one training clip from each of two real DAVIS videos."
     videos = DavisDataset(davis_root, sequences=SEQUENCES)
-    clips = ClipDataset(videos, short_side=SHORT_SIDE, crop=CROP, aug_view=make_aug_view, seed=seed)
+    clips = ClipDataset(videos, short_side=SHORT_SIDE, crop=CROP, aug_view=make_aug_view, seed=seed, fast_decode=True)
     items = [clips[i] for i in range(len(clips))]
     return tuple(torch.stack([it[key] for it in items]) for key in ("main", "aug", "theta"))
 
