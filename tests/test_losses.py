@@ -1,4 +1,5 @@
 """Training losses (method.md §3) on real DAVIS clips: a CPU forward + backward step at 128² crops."""
+import pytest
 import torch
 
 from dense_ulearn.augment import make_aug_view
@@ -11,16 +12,17 @@ SHORT_SIDE = (128, 160)  # resize range that goes with it
 SEQUENCES = ["blackswan", "car-shadow"]  # two clips, so the other clip's anchors act as negatives
 
 
-def real_batch(davis_root, seed=0):
+@pytest.fixture(scope="module")
+def real_batch(davis_root):
     "main, aug [B,5,3,128,128] normalised and θ [B,2,3]: one training clip from each of two real DAVIS videos."
     videos = DavisDataset(davis_root, sequences=SEQUENCES)
-    clips = ClipDataset(videos, short_side=SHORT_SIDE, crop=CROP, aug_view=make_aug_view, seed=seed, fast_decode=True)
+    clips = ClipDataset(videos, short_side=SHORT_SIDE, crop=CROP, aug_view=make_aug_view, seed=0, fast_decode=True)
     items = [clips[i] for i in range(len(clips))]
     return tuple(torch.stack([it[key] for it in items]) for key in ("main", "aug", "theta"))
 
 
-def test_real_clip_forward_backward(davis_root):
-    main, aug, theta = real_batch(davis_root)
+def test_real_clip_forward_backward(real_batch):
+    main, aug, theta = real_batch
     B, T = main.shape[:2]
     assert main.shape == aug.shape == (len(SEQUENCES), 5, 3, CROP, CROP) and theta.shape == (B, 2, 3)
     model = build_encoder(seed=0).train()
@@ -41,9 +43,9 @@ def test_real_clip_forward_backward(davis_root):
     assert not all_zero, f"all-zero gradient for {all_zero}"
 
 
-def test_real_clip_consistent_views_score_lower(davis_root):
+def test_real_clip_consistent_views_score_lower(real_batch):
     "Pseudo labels from the clip itself (aug = main, identity θ) are easier targets than those from another clip."
-    main, _, _ = real_batch(davis_root)
+    main = real_batch[0]
     identity = torch.eye(2, 3).expand(len(main), 2, 3)
     model = build_encoder(seed=0).train()
     with torch.no_grad():
