@@ -13,6 +13,7 @@ Machines are shared and noisy: compare the rows of one run, not numbers from dif
 """
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_one(args.child, args.repeats, args.threads)))
         return 0
     rows = []
+    load_before = os.getloadavg()[0]
     for config in args.configs:
         cmd = [sys.executable, __file__, "--child", config, "--repeats", str(args.repeats), "--threads", str(args.threads)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['config']:>18} {r['threads']:>7} {r['step_s']:>15.2f} {r['losses_s']:>14.3f} "
               f"{r['rss_model_mb']:>13.0f} {r['peak_rss_mb']:>12.0f}   {', '.join(f'{s:.2f}' for s in r['step_all'])}")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; 1-min load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after (a load above the thread count means the timings are inflated)")
     return 0
 
 
