@@ -33,7 +33,7 @@ __all__ = ['FEATURES', 'PANEL_INCHES', 'TRAINING_CROP', 'IDENTITY_THETA', 'CHECK
            'pixel_to_cell', 'object_center', 'shown_frames', 'heat_rgba', 'grouped_picks', 'draw_affinity',
            'update_affinity', 'show_affinity', 'find_checkpoint', 'training_seed', 'load_models', 'stack_images',
            'first_frames', 'GalleryConfig', 'gallery_figures', 'propagated_masks', 'save_gallery', 'widgets_available',
-           'figure_png', 'FeatureCache', 'AffinityExplorer', 'build_explorer']
+           'ipympl_active', 'clickable_canvas', 'figure_png', 'FeatureCache', 'AffinityExplorer', 'build_explorer']
 
 # %% ../nbs/08_explore.ipynb #3b32958c
 def resize_frame(frame: np.ndarray,  # uint8 [H,W,3]
@@ -569,6 +569,17 @@ def widgets_available() -> bool:
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
 
+def ipympl_active() -> bool:
+    "True when matplotlib's backend is ipympl (`%matplotlib widget`), whose figures are clickable widgets."
+    return "ipympl" in matplotlib.get_backend()
+
+def clickable_canvas(fig: Figure):
+    "Give `fig` an ipympl canvas: a widget that shows the figure and reports mouse clicks (needs ipympl)."
+    from ipympl.backend_nbagg import Canvas, FigureManager
+    canvas = Canvas(fig)
+    FigureManager(canvas, id(fig))  # the canvas needs a manager to talk to the front end; nothing is registered in pyplot
+    return canvas
+
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     "`fig` as PNG bytes (Agg, no pyplot)."
     buf = io.BytesIO()
@@ -601,11 +612,13 @@ class AffinityExplorer:
                  scale: float = 0.5,  # frame resize factor
                  n_context: int = 3,  # short-term frames shown besides the reference
                  max_cached: int = 64,  # frames of features kept
-                 dpi: int = 80):  # resolution of the picture
+                 dpi: int = 80,  # resolution of the picture
+                 clickable: bool | None = None):  # show an ipympl canvas that takes clicks (None: when ipympl is the backend)
         if not models: raise ValueError("AffinityExplorer needs at least one model")
         self.sequences = {s.name: s for s in sequences}
         self.models, self.cfg, self.scale = models, cfg or PropagationConfig(), scale
         self.n_context, self.dpi = n_context, dpi
+        self.clickable = ipympl_active() if clickable is None else clickable
         self.features, self.pictures = FeatureCache(max_cached), {}
         seq = next(iter(self.sequences.values()))
         H, W = scaled_size(seq.size, scale)
@@ -651,29 +664,37 @@ class AffinityExplorer:
         cell = pixel_to_cell((s["x"], s["y"]), (H, W), (h, w))
         return query_affinity(feats, s["frame"], cell, self.cfg, s["ref"], context, self._radius)
 
-    def render(self) -> bytes:
-        "Recompute and redraw (only the query's artists when the layout is unchanged); the picture as PNG bytes."
+    def render(self):
+        "Recompute, redraw (only the query's artists when the layout is unchanged) and show the picture."
         self.affinity = aff = self.compute()
         if self._drawn == self.layout_key(): update_affinity(self.figure, aff)
+        else: self.new_figure(aff)
+        if self.clickable: self.figure.canvas.draw()  # renders and sends the picture to the front end
         else:
-            pictures = {f: self.picture(f) for f in set(aff.context) | {aff.query_frame}}
-            H, W = pictures[aff.query_frame][0].shape[:2]
-            self.figure = Figure(figsize=(PANEL_INCHES * (1 + len(shown_frames(aff, self.n_context))),
-                                          PANEL_INCHES * H / W + 0.5), layout="constrained")
-            self.figure.canvas.mpl_connect("button_press_event", self.on_press)
-            draw_affinity(self.figure, aff, {f: p[0] for f, p in pictures.items()}, {f: p[1] for f, p in pictures.items()},
-                          self.n_context, title=f"{self.state['sequence']}, {self.state['model']}")
-            figure_png(self.figure, self.dpi)  # runs the constrained layout once...
-            self.figure.set_layout_engine("none")  # ...and keeps it: a click only redraws artists
-            self._drawn = self.layout_key()
-        return figure_png(self.figure, self.dpi)
+            png = figure_png(self.figure, self.dpi)
+            if self.widgets is not None: self.widgets["image"].value = png
+
+    def new_figure(self, aff: QueryAffinity):
+        "A new figure laid out for the current sequence, model, query frame and reference."
+        pictures = {f: self.picture(f) for f in set(aff.context) | {aff.query_frame}}
+        H, W = pictures[aff.query_frame][0].shape[:2]
+        self.figure = Figure(figsize=(PANEL_INCHES * (1 + len(shown_frames(aff, self.n_context))), PANEL_INCHES * H / W + 0.5),
+                             dpi=self.dpi, layout="constrained")
+        draw_affinity(self.figure, aff, {f: p[0] for f, p in pictures.items()}, {f: p[1] for f, p in pictures.items()},
+                      self.n_context, title=f"{self.state['sequence']}, {self.state['model']}")
+        figure_png(self.figure, self.dpi)  # runs the constrained layout once...
+        self.figure.set_layout_engine("none")  # ...and keeps it: a click only redraws artists
+        if self.clickable:
+            canvas = clickable_canvas(self.figure)
+            if self.widgets is not None: self.widgets["view"].children = [canvas]
+        self.figure.canvas.mpl_connect("button_press_event", self.on_press)
+        self._drawn = self.layout_key()
 
     def update(self, **changes) -> float:
         "Apply state changes (sequence, model, frame, ref, x, y), redraw, and return the seconds it took."
         start = time.perf_counter()
         self.state.update(changes)
-        png = self.render()
-        if self.widgets is not None: self.widgets["image"].value = png
+        self.render()
         self.latencies.append(time.perf_counter() - start)
         if self.widgets is not None: self.widgets["status"].value = self.status()
         return self.latencies[-1]
@@ -707,12 +728,13 @@ class AffinityExplorer:
             frame=slider("frame", "query t"), ref=slider("ref", "reference t0"),
             x=slider("x", "query x"), y=slider("y", "query y"),
             image=w.Image(format="png"), status=w.HTML())
+        self.widgets["view"] = w.Box([self.widgets["image"]])
         self._syncing, self._context, self._radius, self._drawn = False, None, None, None
         for name in self.CONTROLS: self.widgets[name].observe(self.on_control, names="value")
         self.update()
         c = self.widgets
         return w.VBox([w.HBox([c["sequence"], c["model"]]), w.HBox([c["frame"], c["ref"]]), w.HBox([c["x"], c["y"]]),
-                       c["image"], c["status"]])
+                       c["view"], c["status"]])
 
     def on_control(self, change):
         "A control changed: keep the other sliders in range, then redraw once."

@@ -69,15 +69,16 @@ def test_show_pseudo_labels_axes_and_anchor_labels(model, clip):
     assert model.training is False  # eval mode kept (and restored)
 
 
-def test_show_affinity_axes(model, clip):
+def test_show_affinity_axes(model, clip, feats):
     frames, masks = clip
-    fig = show_affinity(model, frames, 5, object_center(masks[5], frames.shape[1:3]), masks)
+    fig = show_affinity(model, frames, 5, object_center(masks[5], frames.shape[1:3]), masks, feats=feats)
     assert isinstance(fig, Figure) and len(fig.axes) == 5  # query, reference, 3 context frames
     assert fig.affinity.context == context_frames(0, 5, 20)
-    fig = show_affinity(model, frames, 5, (10, 10), n_context=1)
+    fig = show_affinity(model, frames, 5, (10, 10), n_context=1, feats=feats)
     assert len(fig.axes) == 3
-    fig = show_affinity(model, frames, 1, (10, 10))  # frame 1: the reference fills every slot
+    fig = show_affinity(model, frames, 1, (10, 10))  # frame 1: the reference fills every slot; encodes frames 0 and 1
     assert len(fig.axes) == 2
+    torch.testing.assert_close(fig.affinity.logits[0], query_affinity(feats, 1, (1, 1)).logits[0], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="outside"): show_affinity(model, frames, 1, (500, 10))
 
 
@@ -129,8 +130,25 @@ def test_explorer_builds_headless(davis, model):
     assert ex.affinity.query_cell == pixel_to_cell((20, 30), (120, 214), (15, 27))
 
 
+def test_explorer_click_with_ipympl(davis, model):
+    "With ipympl the picture is a canvas widget; a click on the query panel (as the browser sends it) moves the query."
+    pytest.importorskip("ipympl")
+    ex = build_explorer([davis["blackswan"]], models={"random init": model}, scale=SCALE, cfg=SMALL, clickable=True)
+    ex.build_widgets()
+    canvas = ex.widgets["view"].children[0]
+    assert canvas is ex.figure.canvas
+    x0, y0, x1, y1 = ex.figure.axes[0].bbox.extents  # display pixels, origin bottom-left
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    canvas.handle_event({"type": "button_press", "x": cx, "y": ex.figure.bbox.height - cy, "button": 0, "buttons": 1,
+                         "modifiers": []})
+    x, y = ex.figure.axes[0].transData.inverted().transform((cx, cy))  # the frame pixel clicked
+    assert abs(ex.state["x"] - x) <= 1 and abs(ex.state["y"] - y) <= 1  # the canvas rounds to whole screen pixels
+    assert ex.widgets["x"].value == ex.state["x"] and ex.widgets["y"].value == ex.state["y"]
+    assert ex.affinity.query_cell == pixel_to_cell((ex.state["x"], ex.state["y"]), (120, 214), (15, 27))
+
+
 def test_save_gallery_writes_pngs(davis, model, tmp_path):
-    gallery = GalleryConfig(length=4, n_columns=2, pseudo_frames=(0, 1), n_context=1)
+    gallery = GalleryConfig(scale=0.125, length=4, n_columns=2, pseudo_frames=(0, 1), n_context=1)  # 60×107 frames
     paths = save_gallery(build_encoder(seed=1).eval(), model, [davis["blackswan"]], tmp_path, SMALL, gallery)
     assert [p.name for p in paths] == [f"blackswan_{k}.png" for k in ("affinity", "features", "pseudo_labels", "propagation")]
     for p in paths: assert Image.open(p).size[0] > 100
