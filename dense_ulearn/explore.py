@@ -153,10 +153,11 @@ def show_propagation(frames: np.ndarray,  # uint8 [T,H,W,3]
 def pca_basis(x: torch.Tensor,  # [N,C] samples
               n_components: int = 3,
              ) -> tuple[torch.Tensor, torch.Tensor]:  # mean [C], basis [n,C] (orthonormal rows, sign fixed)
-    "Principal directions of `x` by SVD; each direction's sign makes its largest-|.| coefficient positive."
+    "Principal directions of `x` (eigenvectors of the scatter matrix); each sign makes the largest-|.| coefficient positive."
     mean = x.mean(0)
-    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)  # vh [min(N,C),C]
-    basis = vh[:n_components]
+    centred = x - mean
+    _, vectors = torch.linalg.eigh(centred.T @ centred)  # [C,C], eigenvalues ascending (cheaper than an SVD of [N,C])
+    basis = vectors[:, -n_components:].flip(1).T  # [n,C], largest variance first
     sign = torch.sign(basis.gather(1, basis.abs().argmax(1, keepdim=True)))  # [n,1]
     return mean, basis * sign
 
