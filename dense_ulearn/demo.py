@@ -26,14 +26,15 @@ from .train import PRESETS, TrainConfig, load_config, parse_overrides, train
 
 # %% auto #0
 __all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'MODEL_COLOURS', 'HTML_STYLE', 'GPU_PRESET', 'DEFAULT_ITERATIONS',
-           'DEFAULT_MINUTES', 'DEFAULT_SCALE', 'DEFAULT_PROPAGATION', 'DEFAULT_OUT', 'SyntheticSpec', 'DemoData',
-           'select_demo_data', 'write_synthetic', 'jf_table', 'sequence_table', 'plot_sequence_bars', 'read_scalars',
-           'loss_tags', 'smooth', 'plot_loss_curve', 'mask_boundary', 'overlay_outlined', 'strip_indices', 'thumbnail',
-           'overlay_strip', 'save_figure', 'png_data_uri', 'markdown_table', 'with_difference', 'report_sections',
-           'markdown_report', 'html_report', 'write_report', 'default_preset', 'demo_device', 'report_dir',
-           'demo_train_config', 'checkpoint_step', 'demo_models', 'demo_propagation', 'propagate_models',
-           'evaluate_models', 'explore_figures', 'demo_figures', 'describe_scale', 'demo_facts', 'DemoReport',
-           'check_demo_args', 'run_demo', 'comma_list', 'demo_parser', 'demo_main']
+           'DEFAULT_MINUTES', 'PRESET_CHANGES', 'DEFAULT_SCALE', 'DEFAULT_PROPAGATION', 'DEFAULT_OUT', 'SyntheticSpec',
+           'DemoData', 'select_demo_data', 'write_synthetic', 'jf_table', 'sequence_table', 'plot_sequence_bars',
+           'read_scalars', 'loss_tags', 'smooth', 'plot_loss_curve', 'mask_boundary', 'overlay_outlined',
+           'strip_indices', 'thumbnail', 'overlay_strip', 'compact_png', 'save_figure', 'png_data_uri',
+           'markdown_table', 'with_difference', 'report_sections', 'markdown_report', 'html_report', 'write_report',
+           'default_preset', 'demo_device', 'report_dir', 'demo_train_config', 'checkpoint_step', 'demo_models',
+           'demo_propagation', 'propagate_models', 'evaluate_models', 'explore_figures', 'demo_figures',
+           'describe_scale', 'demo_facts', 'DemoReport', 'check_demo_args', 'run_demo', 'comma_list', 'demo_parser',
+           'demo_main']
 
 # %% ../nbs/07_demo.ipynb #73aeafd4
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class DemoData:
     def synthetic(self) -> bool: return "synthetic" in (self.davis_source, self.video_source)
 
     def describe(self) -> str:
-        "One line per part, e.g. 'evaluation sequences: /x/davis2017-mini (real DAVIS, shared data folder)'."
+        "One line per part, e.g. 'evaluation sequences: /x/davis2017-mini (real data, shared data folder)'."
         what = {"given": "real data, given explicitly", "shared": "real data, shared data folder",
                 "synthetic": "SYNTHETIC default: no real data found (pass --davis-root/--video-root or set $DENSE_ULEARN_DATA)"}
         return (f"evaluation sequences: {self.davis_root} ({what[self.davis_source]})\n"
@@ -83,8 +84,8 @@ def select_demo_data(davis_root=None,   # --davis-root (None: shared data, else 
     "Real data when given or found, else the embedded synthetic default (written to `synthetic_dir`)."
     davis, davis_src = _given_or_shared(davis_root, "davis")
     video, video_src = _given_or_shared(video_root, "video")
-    if davis is None or video is None:
-        if synthetic_dir is None: raise ValueError("no real data found and no folder given for the synthetic default")
+    if (davis is None or video is None) and synthetic_dir is None:
+        raise ValueError("no real data found and no folder given for the synthetic default")
     if davis is None: davis, davis_src = write_synthetic(Path(synthetic_dir) / "synthetic-davis", val), "synthetic"
     if video is None: video, video_src = write_synthetic(Path(synthetic_dir) / "synthetic-train", train), "synthetic"
     return DemoData(Path(davis), Path(video), davis_src, video_src)
@@ -214,11 +215,17 @@ def overlay_strip(seq,                      # VideoSequence with ground-truth ma
     return fig
 
 # %% ../nbs/07_demo.ipynb #56ed9fcb
+def compact_png(path, max_bytes: int = 200_000) -> Path:
+    "Re-save a PNG larger than `max_bytes` with a 256-colour palette (about 3× smaller for photos)."
+    path = Path(path)
+    if path.stat().st_size > max_bytes: Image.open(path).convert("RGB").quantize(256).save(path)
+    return path
+
 def save_figure(fig: Figure, path, dpi: int = 90) -> Path:
-    "Write `fig` as a PNG (parent folders created)."
+    "Write `fig` as a PNG (parent folders created; compacted when large)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    return path
+    return compact_png(path)
 
 def png_data_uri(path) -> str:
     "A PNG file as a `data:` URI for an `<img src=...>`."
@@ -258,7 +265,7 @@ def markdown_report(title: str, sections: list, root) -> str:
         out += [f"## {heading}", ""]
         if isinstance(content, pd.DataFrame): out.append(markdown_table(content))
         elif isinstance(content, str): out.append(content)
-        else: out += [f"![{Path(p).stem}]({Path(p).relative_to(root).as_posix()})" for p in content]
+        else: out.append("\n\n".join(f"![{Path(p).stem}]({Path(p).relative_to(root).as_posix()})" for p in content))
         out.append("")
     return "\n".join(out)
 
@@ -301,6 +308,8 @@ def write_report(out_dir,                 # the report folder
 GPU_PRESET = "paper-ytvos"
 DEFAULT_ITERATIONS = {"cpu-tiny": 200, GPU_PRESET: 1500}  # iterations per preset (see the budget above)
 DEFAULT_MINUTES = {"cpu-tiny": 9.0}  # training wall-time cap per preset (a safety net on slow or busy machines)
+PRESET_CHANGES = {GPU_PRESET: {"clips_per_video": 40}}  # a few videos must still fill a batch of 16 (the reference
+                                                        # lists each of the 7 shared videos 40 times per epoch, §11)
 DEFAULT_SCALE = 0.5    # propagation frame scale (features); J&F always at the original resolution
 DEFAULT_PROPAGATION = dict(tile=32)  # PropagationConfig changes: bigger query tiles, same masks, ~1.5x faster on CPU at these sizes
 DEFAULT_OUT = "demo-report"
@@ -345,7 +354,7 @@ def demo_train_config(video_root,                 # training video (any layout t
     run_dir = Path(run_dir)
     demo = dict(video_root=str(video_root), runs_dir=str(run_dir.parent), name=run_dir.name, seed=seed,
                 iterations=iterations, max_minutes=minutes, val_every=None, val_every_epochs=None)
-    return load_config(preset, overrides=parse_overrides(overrides or {}) | demo)
+    return load_config(preset, overrides=PRESET_CHANGES.get(preset, {}) | parse_overrides(overrides or {}) | demo)
 
 # %% ../nbs/07_demo.ipynb #7c87c882
 def checkpoint_step(path) -> int:
@@ -400,7 +409,8 @@ def explore_figures(models: dict,   # {"trained": DenseEncoder, "random": DenseE
     except ImportError: return []
     try:
         if hasattr(explore, "save_gallery"):  # affinity, features, pseudo labels, propagation: trained above random
-            return list(explore.save_gallery(models["trained"], models["random"], [seq], Path(fig_dir) / "explore"))
+            paths = explore.save_gallery(models["trained"], models["random"], [seq], Path(fig_dir) / "explore")
+            return [compact_png(p) for p in paths]
         if hasattr(explore, "show_features"):
             frames = np.stack([seq.frame(i) for i in strip_indices(len(seq))])
             return [save_figure(explore.show_features(m, frames, title=f"{seq.name}, {name}"),
@@ -441,7 +451,7 @@ def demo_facts(data: DemoData, cfg: TrainConfig, steps: int, dataset, scale: flo
                        f"same architecture at the seeded initialisation (seed {seed}) the training started from"),
             "propagation": (f"{describe_scale(dataset, scale)}; top-{prop.topk} over the first frame + {prop.context} "
                             f"previous frames, radius {prop.radius} cells, τ {prop.temperature} (method.md §5)"),
-            "evaluation": (f"DAVIS-2017 semi-supervised J&F (frames 1..N-2), {len(dataset)} sequences: "
+            "evaluation": (f"DAVIS-2017 semi-supervised J&F (frames 1..N-2), {len(dataset)} sequence(s): "
                            f"{', '.join(dataset.names)}"),
             "time": ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
             "software": f"dense-ulearn {__version__}, torch {torch.__version__}"}
