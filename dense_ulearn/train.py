@@ -42,11 +42,12 @@ from torch.utils.data import DataLoader, Dataset
 
 import dense_ulearn
 from .augment import make_aug_view
-from .data import (ClipDataset, DavisDataset, add_data_args, denormalize, make_synthetic_davis, open_videos,
-                               resolve_video_root, shared_paths)
+from dense_ulearn.data import (
+    ClipDataset, DavisDataset, add_data_args, denormalize, make_synthetic_davis, open_videos, resolve_video_root,
+    shared_paths)
 from .encoder import build_encoder, load_encoder
-from .losses import (LossConfig, anchor_colors, anchor_positions, compute_losses, cross_view_loss,
-                                 encode_views, space_time_loss)
+from .losses import (
+    LossConfig, anchor_colors, anchor_positions, compute_losses, cross_view_loss, encode_views, space_time_loss)
 
 # %% auto #0
 __all__ = ['PRESETS', 'SEED_STREAMS', 'CHECKPOINT_FORMAT', 'TrainConfig', 'coerce_value', 'apply_settings', 'parse_overrides',
@@ -946,7 +947,11 @@ def _loop(cfg, info, run_dir, device, encoder, net, optimizer, scheduler, batche
             if info.is_main: _save(run_dir, checkpoint(), periodic=False)
             log.message(f"interrupted: checkpoint after {done} steps in {run_dir / 'checkpoints' / 'last.pt'}")
         raise
-    finally: log.close()
+    finally:
+        if window and info.is_main:  # a time limit or a stop request ended an interval early: log it too
+            it_s = (done - logged) / max(time.perf_counter() - t_log, 1e-9)
+            log.scalars(done, _interval_scalars(window, optimizer, (done - 1) // per_epoch, it_s))
+        log.close()
     _check_ranks_agree(encoder, info, device)
     if info.is_main and (saved_at != done or done == start): _save(run_dir, checkpoint(), periodic=done == cfg.iterations)
     if stop.reason is not None: raise KeyboardInterrupt(f"stopped by {stop.reason} after {done} steps")

@@ -266,3 +266,18 @@ def test_sigterm_during_training_checkpoints_and_stops(tmp_path):
     with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM after 2 steps"):
         train(tiny_config(tmp_path, "term", iterations=5, ckpt_every=0), hooks=TrainHooks(on_step_end=term_at_2))
     assert load_checkpoint(tmp_path / "term" / "checkpoints" / "last.pt")["step"] == 2
+
+
+@pytest.mark.slow
+def test_compile_flag_runs_on_cpu(tmp_path):
+    "torch.compile (opt-in on CUDA) also works on the CPU: slow, it compiles the encoder first."
+    ckpt = load_checkpoint(train(tiny_config(tmp_path, "compiled", iterations=2, compile=True)) / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_time_limit_stops_cleanly_with_a_checkpoint_and_the_last_scalars(tmp_path):
+    run_dir = train(tiny_config(tmp_path, "timed", iterations=50, max_minutes=1e-6, ckpt_every=0, log_every=10))
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 1  # max_minutes is checked after each step
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1]
