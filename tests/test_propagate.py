@@ -1,0 +1,185 @@
+"""Label propagation (method.md §5): the fast streaming `propagate` gives the masks of the literal `propagate_reference`."""
+import weakref
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dense_ulearn.data import DAVIS_PALETTE, VOID_ID, DavisDataset, VideoSequence, read_mask, write_frame, write_mask
+from dense_ulearn.encoder import build_encoder
+from dense_ulearn.propagate import (PropagationConfig, context_blocks, context_frames, FeatureRing, propagate,
+                                    propagate_dataset, propagate_reference, propagate_sequence, radius_offsets,
+                                    reference_groups, sequence_features, sequence_objects, upsample_labels)
+
+
+def random_feats(T, C, h, w, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(T, C, h, w, generator=g, dtype=dtype), dim=1)  # [T,C,h,w]
+
+
+def block_labels(h, w, n_channels, seed=0, cell=4):
+    "A random channel map of cell×cell blocks, [h*cell, w*cell]."
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, n_channels, (h, w), generator=g).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+
+
+def both(feats, groups, cfg):
+    return list(propagate_reference(feats, groups, cfg)), list(propagate(feats, groups, cfg))
+
+
+def label_diff(ref, fast, size):
+    "Number of label-map pixels (at `size`) where the two versions differ, over all frames."
+    return sum(int((upsample_labels(a, size) != upsample_labels(b, size)).sum()) for a, b in zip(ref, fast))
+
+
+CASES = {  # name: (config, T, C, h, w, objects, first-appearance frames of later groups)
+    "defaults, window larger than the map": (PropagationConfig(), 24, 16, 9, 14, 2, ()),
+    "small radius and context": (PropagationConfig(radius=3, topk=5, context=4, tile=3), 12, 8, 11, 12, 1, ()),
+    "radius 1: fewer candidates than k": (PropagationConfig(radius=1, topk=10, context=2, tile=5), 6, 8, 3, 2, 5, ()),
+    "many objects, two later groups": (PropagationConfig(radius=2.5, topk=30, context=7, tile=4), 12, 32, 12, 13, 12, (3, 5)),
+    "background only": (PropagationConfig(radius=4, topk=3, context=3, tile=2), 9, 8, 7, 9, 0, ()),
+    "one cell": (PropagationConfig(topk=4, context=3), 5, 8, 1, 1, 1, ()),
+    "long video, ring wraps, late group": (PropagationConfig(radius=3, topk=7, context=5, tile=4), 14, 8, 8, 10, 2, (9,)),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fast_equals_reference_float64(name):
+    cfg, T, C, h, w, n_obj, later = CASES[name]
+    feats = random_feats(T, C, h, w, seed=len(name))
+    first = {0: block_labels(h, w, n_obj + 1, seed=1)}
+    for k, t0 in enumerate(later):  # each later group introduces one new object
+        first[t0] = torch.where(block_labels(h, w, 2, seed=t0) == 1, n_obj + 1 + k, 0)
+    groups = reference_groups(first, n_obj + 1 + len(later), (h, w), torch.float64)
+    ref, fast = both(feats, groups, cfg)
+    assert len(ref) == len(fast) == T
+    assert max((a - b).abs().max().item() for a, b in zip(ref, fast)) < 1e-12
+    assert label_diff(ref, fast, (4 * h, 4 * w)) == 0
+
+
+def test_fast_agrees_with_reference_float32():
+    T, C, h, w = 12, 64, 16, 24
+    feats = random_feats(T, C, h, w, seed=3, dtype=torch.float32)
+    groups = reference_groups({0: block_labels(h, w, 4, seed=3)}, 4, (h, w))
+    ref, fast = both(feats, groups, PropagationConfig())
+    n = T * 4 * h * 4 * w
+    diff = label_diff(ref, fast, (4 * h, 4 * w))
+    print(f"float32 random features: {n - diff} of {n} label pixels agree")
+    assert diff <= 0.001 * n
+
+
+def test_known_answers():
+    "Identical frames keep the mask; features rolling one cell per frame move it one cell per frame."
+    f0 = random_feats(1, 16, 6, 9)[0]
+    groups = reference_groups({0: block_labels(6, 9, 3, cell=2)}, 3, (6, 9), torch.float64)
+    for m in propagate(f0.expand(6, -1, -1, -1), groups): torch.testing.assert_close(m, groups[0].labels)
+    rolled = torch.stack([f0.roll(t, dims=-1) for t in range(5)])
+    for t, m in enumerate(propagate(rolled, groups, PropagationConfig(topk=1, radius=3, context=4))):
+        torch.testing.assert_close(m, groups[0].labels.roll(t, dims=-1))
+
+
+def test_context_blocks_match_context_frames():
+    ring = FeatureRing(20, 1, 1, 1, 1, torch.float32, "cpu")
+    for t0, t in [(0, 1), (0, 7), (0, 20), (0, 21), (0, 45), (5, 6), (5, 25), (5, 26), (5, 60)]:
+        dup, rest = context_blocks(t0, t, ring)
+        short = context_frames(t0, t, 20)[1:]
+        assert (dup[1] if dup else 0) == short.count(t0)
+        assert sorted(rest) == sorted(ring.slot(j) for j in short if j != t0)
+    assert len(radius_offsets(12)) == 437
+
+
+def test_streaming_keeps_no_past_features():
+    "The input feature maps are released as soon as the next frame arrives: memory does not grow with the video."
+    alive = []
+    def stream(T=12, C=8, h=6, w=7):
+        for t in range(T):
+            f = random_feats(1, C, h, w, seed=t, dtype=torch.float32)[0]
+            alive.append(weakref.ref(f))
+            yield f
+    groups = reference_groups({0: block_labels(6, 7, 2)}, 2, (6, 7))
+    for t, _ in enumerate(propagate(stream(), groups, PropagationConfig(context=4))):
+        assert sum(r() is not None for r in alive) <= 2, f"frame {t}: old feature maps kept alive"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_encoder(0).eval()
+
+
+def test_real_sequence_fast_equals_reference(davis_root, encoder):
+    "blackswan, 5 frames at 1/4 size, random-init encoder: identical label maps in float64, ≥ 99.9 % in float32."
+    seq = DavisDataset(davis_root, sequences=["blackswan"])[0]
+    seq.frame_paths, seq.mask_paths = seq.frame_paths[:5], seq.mask_paths[:5]
+    feats = torch.stack(list(sequence_features(encoder, seq, scale=0.25)))  # [5,512,15,27]
+    ids, first = sequence_objects(seq)
+    for dtype in (torch.float64, torch.float32):
+        groups = reference_groups(first, len(ids) + 1, feats.shape[-2:], dtype)
+        ref, fast = both(feats.to(dtype), groups, PropagationConfig())
+        diff, n = label_diff(ref, fast, seq.size), 5 * seq.size[0] * seq.size[1]
+        print(f"blackswan {dtype}: {n - diff} of {n} label pixels agree")
+        assert diff == 0 if dtype == torch.float64 else diff <= 0.001 * n
+    assert (upsample_labels(fast[4], seq.size).numpy() == 1).sum() > 0  # the swan is still there
+
+
+def entering_object_video(root, n_frames=6, size=(64, 96), t_new=3, seed=0):
+    "Textured frames with object 1 from frame 0 and object 2 from frame `t_new` (masks at 0 and t_new only)."
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size[0] // 8, size[1] // 8, 3)).repeat(8, 0).repeat(8, 1)
+    frames, masks = [], []
+    for t in range(n_frames):
+        img, lab = base.copy(), np.zeros(size, np.uint8)
+        img[8:32, 8:32], lab[8:32, 8:32] = (230, 40, 40), 1
+        if t >= t_new: img[32:56, 56:88], lab[32:56, 56:88] = (40, 40, 230), 2
+        img = np.clip(img + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+        frames.append(write_frame(root / f"{t:05d}.jpg", img))
+        masks.append(write_mask(root / f"{t:05d}.png", lab) if t in (0, t_new) else None)
+    return VideoSequence("entering", frames, masks, [1, 2], {1: 0, 2: t_new}, size)
+
+
+def test_mid_video_object_is_kept(tmp_path, encoder):
+    seq = entering_object_video(tmp_path)
+    fast = list(propagate_sequence(encoder, seq))
+    ref = list(propagate_sequence(encoder, seq, reference=True))
+    assert [int((o == 2).any()) for o in fast] == [0, 0, 0, 1, 1, 1]
+    assert all((o[32:56, 56:88] == 2).mean() > 0.6 for o in fast[3:])
+    assert all((o[8:32, 8:32] == 1).mean() > 0.6 for o in fast)
+    assert sum(int((a != b).sum()) for a, b in zip(fast, ref)) == 0
+
+
+def test_void_is_background_and_never_predicted(tmp_path, encoder):
+    seq = entering_object_video(tmp_path, t_new=99)
+    seq.object_ids, seq.first_appearance = [1], {1: 0}
+    m0 = read_mask(seq.mask_paths[0]); m0[40:60, 0:30] = VOID_ID; write_mask(seq.mask_paths[0], m0)
+    out = list(propagate_sequence(encoder, seq))
+    assert all(set(np.unique(o)) <= {0, 1} for o in out)
+    assert (out[0][42:58, 2:28] == 0).all()  # void is background in the first-frame context
+
+
+def test_pngs_read_back_with_palette(tmp_path, encoder):
+    seq = entering_object_video(tmp_path / "frames")
+    expected = list(propagate_sequence(encoder, seq))
+    out = propagate_dataset(encoder, [seq], tmp_path / "out", progress=False)
+    for path, labels in zip(seq.frame_paths, expected):
+        png = out / "entering" / f"{path.stem}.png"
+        assert (read_mask(png) == labels).all()
+        with Image.open(png) as im:
+            assert im.mode == "P" and im.size == (96, 64)
+            assert np.array(im.getpalette()[:30]).tolist() == DAVIS_PALETTE[:10].reshape(-1).tolist()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        propagate_dataset(encoder, [seq], tmp_path / "out", progress=False)
+    propagate_dataset(encoder, [seq], tmp_path / "out", overwrite=True, progress=False)
+
+
+def test_clear_errors(tmp_path, encoder):
+    seq = entering_object_video(tmp_path / "a")
+    with pytest.raises(ValueError, match="max_objects=1"): sequence_objects(seq, max_objects=1)
+    assert sequence_objects(seq, max_objects=2)[0] == [1, 2]
+    seq.mask_paths[3] = None
+    with pytest.raises(FileNotFoundError, match="mask of frame 3"): sequence_objects(seq)
+    small = write_mask(tmp_path / "small.png", np.zeros((8, 8), np.uint8))
+    bad = VideoSequence("bad", seq.frame_paths, [small] + [None] * 5, [1], {1: 0}, (64, 96))
+    with pytest.raises(ValueError, match="8x8 but the frames are 64x96"): sequence_objects(bad)
+    with pytest.raises(FileNotFoundError, match="not in the dataset"):
+        propagate_dataset(encoder, [seq], tmp_path / "out", sequences=["nope"], progress=False)
