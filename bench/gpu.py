@@ -14,9 +14,8 @@ torch itself, so each child's peak RSS belongs to its measurement plus the impor
   loader only    that pipeline alone (batches per second, copied to the device), to show which side bounds the step;
   propagate ...  `propagate_sequence` (frame decode, res4 features, local-window propagation, upsampling, label maps)
                  on a few real DAVIS sequences (--davis-root) at --scale (1 = full 480p), in fp32 and in reduced
-                 precision; the reduced-precision masks are compared pixel by pixel with the fp32 ones. The propagation
-                 module has no precision option, so bf16/fp16 use a bench-side wrapper (`CastFeatures`): the encoder
-                 under autocast, features cast to that dtype, and `propagate` working in the features' dtype.
+                 precision (`PropagationConfig.precision`: the encoder under autocast, features, affinities and top-k in
+                 bf16/fp16, soft masks in fp32); the reduced-precision masks are compared pixel by pixel with the fp32 ones.
 
 Speed is it/s (training) or ms per frame (propagation) over the timed part after a warm-up; memory is
 `torch.cuda.max_memory_allocated` over the timed part on CUDA, the peak RSS of the measuring process on the CPU.
@@ -56,7 +55,7 @@ import torch.nn as nn
 
 from dense_ulearn.data import DavisDataset, add_data_args, resolve_davis_root, resolve_video_root
 from dense_ulearn.encoder import build_encoder, load_encoder
-from dense_ulearn.propagate import PropagationConfig, propagate_sequence
+from dense_ulearn.propagate import PRECISIONS, PropagationConfig, propagate_sequence
 from dense_ulearn.train import (DistInfo, EpochBatchSampler, TrainHooks, build_optimizer, build_scheduler,
                                 clip_dataset, initial_encoder, load_config, make_loader, speed_options, train_step,
                                 training_device, training_module, training_videos)
@@ -69,7 +68,7 @@ REFERENCE = dict(
     prop=dict(ms=80.0, mem_gib=(1.2, 1.35), text="≈80 ms/frame, 1.2–1.35 GiB"),
 )
 ZOOM, SHIFT = 0.75, 0.1  # the fixed aug-view affine of the in-memory batch: flipped zoom-in, shifted centre
-PROP_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PROP_DTYPES = PRECISIONS  # fp32, bf16, fp16 -> torch dtype
 WARMUP_FRAMES = 3  # propagation warm-up: this many frames of the first sequence, not timed
 COMPILE_WARMUP = 3  # at least this many warm-up steps when torch.compile is on (the first call compiles)
 RESULT_TAG = "BENCH-GPU-RESULT "  # prefix of the child's JSON line (subprocess isolation)
@@ -218,26 +217,10 @@ def measure_loader(spec: dict) -> dict:
     return dict(it_s=spec["iters"] / seconds, clips=n_clips, pin_memory=bool(speed["pin_memory"]))
 
 
-class CastFeatures(nn.Module):
-    """The encoder with `res4_features` under autocast and its output cast to `dtype`, so that `propagate` (which
-    works in the features' dtype) runs in reduced precision. A bench-side stand-in: dense_ulearn.propagate has no
-    precision option of its own."""
-    def __init__(self, encoder: nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.encoder, self.dtype = encoder, dtype
-
-    def res4_features(self, x):  # [N,3,H,W] -> [N,512,h,w] in self.dtype
-        with torch.autocast(x.device.type, dtype=self.dtype):
-            feats = self.encoder.res4_features(x)
-        return feats.to(self.dtype)
-
-
 def propagation_model(spec: dict, device) -> nn.Module:
-    "The encoder (--checkpoint, else the seeded random initialisation), in the precision the row asks for."
+    "The encoder (--checkpoint, else the seeded random initialisation), in eval mode on `device`."
     ckpt = spec.get("checkpoint")
-    encoder = (load_encoder(ckpt) if ckpt else build_encoder(seed=0)).eval().to(device)
-    dtype = PROP_DTYPES[spec["dtype"]]
-    return encoder if dtype == torch.float32 else CastFeatures(encoder, dtype).eval()
+    return (load_encoder(ckpt) if ckpt else build_encoder(seed=0)).eval().to(device)
 
 
 def first_frames(seq, n: int | None):
@@ -258,7 +241,7 @@ def measure_prop(spec: dict) -> dict:
     set_threads(spec)
     device = torch.device(spec["device"])
     model = propagation_model(spec, device)
-    cfg = PropagationConfig(**spec.get("prop_cfg", {}))
+    cfg = PropagationConfig(**spec.get("prop_cfg", {}), precision=spec["dtype"])
     davis = DavisDataset(spec["davis_root"], split="val", sequences=spec["sequences"])
     seqs = [first_frames(s, spec.get("prop_frames")) for s in davis]
     propagate_to_array(model, first_frames(seqs[0], WARMUP_FRAMES), cfg, spec["scale"], device)  # warm-up
@@ -461,7 +444,7 @@ def speed_words(speed: dict, device: str) -> str:
 
 def prop_overrides(items: list[str]) -> dict:
     "['tile=16', 'radius=12.5'] -> {'tile': 16, 'radius': 12.5}, checked against PropagationConfig."
-    known, out = {f.name for f in dataclasses.fields(PropagationConfig)}, {}
+    known, out = {f.name for f in dataclasses.fields(PropagationConfig)} - {"precision"}, {}  # precision: --prop-dtypes
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key.strip() not in known: raise SystemExit(f"error: --prop-set {item!r}: use KEY=VALUE with KEY in {sorted(known)}")

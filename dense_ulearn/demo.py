@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_demo.ipynb #5d5c508f
 from __future__ import annotations
-import argparse, base64, html, importlib, json, re, time, warnings
+import argparse, base64, html, json, re, time, warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from .data import (
     DAVIS_PALETTE, DavisDataset, add_data_args, make_synthetic_davis, overlay_mask, read_mask, resolve_davis_root,
     resolve_video_root, shared_paths)
 from .encoder import build_encoder, load_encoder
+from .explore import save_gallery
 from .evaluate import GLOBAL_COLUMNS, evaluate_davis, write_results
 from .propagate import PropagationConfig, propagate_dataset
 from .train import PRESETS, TrainConfig, load_config, parse_overrides, train
@@ -404,18 +405,11 @@ def evaluate_models(davis_root, masks_dirs: dict,       # {name: masks folder}
 # %% ../nbs/07_demo.ipynb #331c5c23
 def explore_figures(models: dict,   # {"trained": DenseEncoder, "random": DenseEncoder}
                     seq, fig_dir) -> list[Path]:
-    "The affinity explorer's pictures of both models on `seq` (none when `dense_ulearn.explore` is not available)."
-    try: explore = importlib.import_module("dense_ulearn.explore")
-    except ImportError: return []
+    "The affinity explorer's pictures (affinity, features, pseudo labels, propagation) of both models on `seq`."
     try:
-        if hasattr(explore, "save_gallery"):  # affinity, features, pseudo labels, propagation: trained above random
-            paths = explore.save_gallery(models["trained"], models["random"], [seq], Path(fig_dir) / "explore")
-            return [compact_png(p) for p in paths]
-        if hasattr(explore, "show_features"):
-            frames = np.stack([seq.frame(i) for i in strip_indices(len(seq))])
-            return [save_figure(explore.show_features(m, frames, title=f"{seq.name}, {name}"),
-                                Path(fig_dir) / "explore" / f"features_{seq.name}_{name}.png") for name, m in models.items()]
-    except Exception as e:  # an optional extra must never break the report
+        paths = save_gallery(models["trained"], models["random"], [seq], Path(fig_dir) / "explore")
+        return [compact_png(p) for p in paths]
+    except Exception as e:  # a failed picture must not throw away the trained model and the J&F report
         warnings.warn(f"dense_ulearn.explore failed ({type(e).__name__}: {e}); its figures are left out")
     return []
 

@@ -21,13 +21,13 @@ from .data import add_data_args, resolve_davis_root
 from .encoder import add_model_args, model_from_args
 
 # %% auto #0
-__all__ = ['MASKED', 'PropagationConfig', 'downsample_labels', 'upsample_labels', 'ReferenceGroup', 'reference_groups',
-           'paste_labels', 'merge_groups', 'context_frames', 'radius_mask', 'knn_reference', 'knn_transfer',
-           'predict_reference', 'propagate_reference', 'radius_offsets', 'QueryTile', 'query_tile', 'window_size',
-           'query_tiles', 'FeatureRing', 'context_blocks', 'window_scores', 'block_topk', 'reference_topk',
-           'group_topk', 'frame_knn', 'propagate', 'label_bank', 'propagation_macs', 'sequence_objects', 'scaled_size',
-           'sequence_features', 'propagate_sequence', 'OutputExistsError', 'propagate_dataset', 'resolve_device',
-           'propagate_parser', 'propagate_main']
+__all__ = ['MASKED', 'PRECISIONS', 'PropagationConfig', 'downsample_labels', 'upsample_labels', 'ReferenceGroup',
+           'reference_groups', 'paste_labels', 'merge_groups', 'context_frames', 'radius_mask', 'knn_reference',
+           'knn_transfer', 'predict_reference', 'propagate_reference', 'radius_offsets', 'QueryTile', 'query_tile',
+           'window_size', 'query_tiles', 'FeatureRing', 'context_blocks', 'window_scores', 'block_topk',
+           'reference_topk', 'group_topk', 'frame_knn', 'propagate', 'label_bank', 'propagation_macs',
+           'sequence_objects', 'scaled_size', 'sequence_features', 'propagate_sequence', 'OutputExistsError',
+           'propagate_dataset', 'resolve_device', 'propagate_parser', 'propagate_main']
 
 # %% ../nbs/05_propagate.ipynb #b6d3690e
 MASKED = -1e10  # the reference's additive affinity for short-term candidates outside the radius (§5.4)
@@ -44,12 +44,17 @@ class PropagationConfig:
     ref_chunk: int = 1024      # propagate: query cells per matrix product with the reference frame
     frame_batch: int = 4       # propagate_sequence: frames per encoder forward
     max_objects: int | None = None  # refuse videos with more objects (None: as many channels as the data has)
+    precision: str = "fp32"    # propagate_sequence: "fp32", or "bf16"/"fp16" features and affinities (soft masks stay fp32)
 
     def __post_init__(self):
         for name in ("topk", "context", "query_chunk", "tile", "ref_chunk", "frame_batch"):
             if getattr(self, name) < 1: raise ValueError(f"PropagationConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.radius > 0: raise ValueError(f"PropagationConfig.radius must be > 0, got {self.radius}")
         if not self.temperature > 0: raise ValueError(f"PropagationConfig.temperature must be > 0, got {self.temperature}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"PropagationConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # feature dtype of each precision
 
 # %% ../nbs/05_propagate.ipynb #4588232a
 def downsample_labels(
@@ -142,8 +147,8 @@ def knn_transfer(values:torch.Tensor, # [n,k] affinities/τ of the chosen candid
                  cands:torch.Tensor, # [n,k] their rows in `bank`
                  bank:torch.Tensor, # [N,L] soft labels of every candidate
                 ) -> torch.Tensor: # [L,n]
-    "Softmax over the k neighbours and the weighted sum of their soft labels (§5.5)."
-    weights = torch.softmax(values, dim=1)  # [n,k]
+    "Softmax over the k neighbours and the weighted sum of their soft labels (§5.5), in the labels' dtype."
+    weights = torch.softmax(values.to(bank.dtype), dim=1)  # [n,k]
     return (weights[..., None] * bank[cands]).sum(1).T
 
 # %% ../nbs/05_propagate.ipynb #a44d6b85
@@ -235,9 +240,9 @@ def query_tiles(h:int, w:int, tile:int, offsets:torch.Tensor) -> list[QueryTile]
 # %% ../nbs/05_propagate.ipynb #12463518
 class FeatureRing:
     "The last `size` frames' features [size,h,w,C] and soft masks [size,L,hw], preallocated."
-    def __init__(self, size:int, h:int, w:int, C:int, L:int, dtype, device):
+    def __init__(self, size:int, h:int, w:int, C:int, L:int, dtype, device, mask_dtype=None): # mask_dtype default: dtype
         self.feats = torch.empty(size, h, w, C, dtype=dtype, device=device)
-        self.masks = torch.empty(size, L, h * w, dtype=dtype, device=device)
+        self.masks = torch.empty(size, L, h * w, dtype=mask_dtype or dtype, device=device)
         self.size = size
 
     def slot(self, t:int) -> int: return t % self.size
@@ -339,7 +344,8 @@ def propagate(
         if t == 0:
             offsets = radius_offsets(cfg.radius, f.device)
             tiles = query_tiles(h, w, cfg.tile, offsets)
-            ring = FeatureRing(cfg.context, h, w, C, groups[0].labels.shape[0], f.dtype, f.device)
+            labels0 = groups[0].labels  # [L,h,w]; its dtype is the soft masks' (fp32 with bf16/fp16 features)
+            ring = FeatureRing(cfg.context, h, w, C, labels0.shape[0], f.dtype, f.device, labels0.dtype)
             buf = query.new_empty(cfg.context * max(window_size(t) for t in tiles), C)  # window copies
             m = groups[0].labels.reshape(-1, h * w)
         else:
@@ -401,7 +407,8 @@ def scaled_size(size:tuple[int, int], scale:float) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 def sequence_features(model, seq, scale:float=1.0, frame_batch:int=4, device=None,
-                     ) -> Iterator[torch.Tensor]: # res4 [C,h,w] per frame, on `device`
+                      dtype=torch.float32, # bf16/fp16: the encoder runs under autocast, features are cast to it
+                     ) -> Iterator[torch.Tensor]: # res4 [C,h,w] per frame, on `device`, in `dtype`
     "Stream the L2-normalised res4 features of a sequence, encoding `frame_batch` frames at a time."
     size = scaled_size(seq.size, scale)
     for i0 in range(0, len(seq), frame_batch):
@@ -411,7 +418,9 @@ def sequence_features(model, seq, scale:float=1.0, frame_batch:int=4, device=Non
                 raise ValueError(f"{seq.name}: frame {seq.frame_paths[i]} is {fr.shape[0]}x{fr.shape[1]}, expected {seq.size[0]}x{seq.size[1]}")
         x = normalize(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device))  # [B,3,H,W]
         if size != tuple(seq.size): x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        with torch.no_grad(): yield from model.res4_features(x)
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            feats = model.res4_features(x)  # [B,C,h,w]
+        yield from feats.to(dtype)
 
 # %% ../nbs/05_propagate.ipynb #ea414842
 def propagate_sequence(model, # DenseEncoder (put in eval mode here)
@@ -426,9 +435,10 @@ def propagate_sequence(model, # DenseEncoder (put in eval mode here)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval().to(device)
     ids, first = sequence_objects(seq, cfg.max_objects)
-    feats = sequence_features(model, seq, scale, cfg.frame_batch, device)
+    feats = sequence_features(model, seq, scale, cfg.frame_batch, device, PRECISIONS[cfg.precision])
     f0 = next(feats)
-    groups = reference_groups(first, len(ids) + 1, f0.shape[-2:], f0.dtype, device)
+    mask_dtype = torch.promote_types(f0.dtype, torch.float32)  # soft masks: fp32 (fp64 only for fp64 features)
+    groups = reference_groups(first, len(ids) + 1, f0.shape[-2:], mask_dtype, device)
     to_ids = torch.tensor([0] + ids, dtype=torch.uint8)  # channel -> object id
     for soft in (propagate_reference if reference else propagate)(itertools.chain([f0], feats), groups, cfg):
         yield to_ids[upsample_labels(soft, seq.size).cpu()].numpy()
@@ -483,12 +493,14 @@ def propagate_parser(p:argparse.ArgumentParser) -> None:
     p.add_argument("--radius", type=float, default=d.radius, help=f"short-term radius in feature cells (default: {d.radius})")
     p.add_argument("--temperature", type=float, default=d.temperature, help=f"softmax temperature (default: {d.temperature})")
     p.add_argument("--context", type=int, default=d.context, help=f"short-term context frames (default: {d.context})")
+    p.add_argument("--precision", choices=list(PRECISIONS), default=d.precision,
+                   help="features and affinities in fp32, or bf16/fp16 (faster on GPUs; soft masks stay fp32; default: fp32)")
 
 def propagate_main(args:argparse.Namespace) -> int:
     "Run `dense-ulearn propagate`: load the model, propagate the sequences, write PNGs."
     if not args.scale > 0: raise ValueError(f"--scale must be > 0, got {args.scale}")
     cfg = PropagationConfig(topk=args.topk, radius=args.radius, temperature=args.temperature, context=args.context,
-                            max_objects=args.max_objects)
+                            max_objects=args.max_objects, precision=args.precision)
     device = resolve_device(args.device)
     names = None if args.sequences is None else [s.strip() for s in args.sequences.split(",") if s.strip()]
     dataset = DavisDataset(resolve_davis_root(args), split=args.split, sequences=names)

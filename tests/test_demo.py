@@ -1,6 +1,5 @@
 """`dense-ulearn demo` end to end: every report artefact, numbers equal to a separate `dense-ulearn evaluate`,
 the data choice (real when found, synthetic default otherwise, explicit bad paths are errors)."""
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -83,8 +82,7 @@ def test_demo_reduced_run_matches_a_separate_evaluate(run_cli, davis_root, tmp_p
 def test_demo_small_run_matches_a_separate_evaluate(run_cli, davis_root, tmp_path):
     "The issue's test: `dense-ulearn demo --iterations 5 --scale 0.25 --sequences blackswan,car-shadow`."
     demo_matches_separate_evaluate(run_cli, davis_root, tmp_path, ["blackswan", "car-shadow"], "5")
-    if importlib.util.find_spec("dense_ulearn.explore") is not None:
-        assert list((tmp_path / "report" / "figures" / "explore").glob("*.png")), "the explorer's gallery is missing"
+    assert list((tmp_path / "report" / "figures" / "explore").glob("*.png")), "the explorer's gallery is missing"
 
 
 def test_demo_without_real_data_uses_the_synthetic_default_and_says_so(run_cli, tmp_path):

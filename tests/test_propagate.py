@@ -9,7 +9,7 @@ from PIL import Image
 
 from dense_ulearn.data import DAVIS_PALETTE, VOID_ID, DavisDataset, VideoSequence, read_mask, write_frame, write_mask
 from dense_ulearn.encoder import build_encoder
-from dense_ulearn.propagate import (PropagationConfig, context_blocks, context_frames, FeatureRing, propagate,
+from dense_ulearn.propagate import (PRECISIONS, PropagationConfig, context_blocks, context_frames, FeatureRing, propagate,
                                     propagate_dataset, propagate_reference, propagate_sequence, radius_offsets,
                                     reference_groups, sequence_features, sequence_objects, upsample_labels)
 
@@ -183,3 +183,33 @@ def test_clear_errors(tmp_path, encoder):
     with pytest.raises(ValueError, match="8x8 but the frames are 64x96"): sequence_objects(bad)
     with pytest.raises(FileNotFoundError, match="not in the dataset"):
         propagate_dataset(encoder, [seq], tmp_path / "out", sequences=["nope"], progress=False)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_stays_close_to_fp32(davis_root, encoder, precision):
+    "bf16/fp16 features and affinities (fp32 soft masks): blackswan, 6 frames at 1/4 size, nearly the fp32 masks."
+    seq = DavisDataset(davis_root, sequences=["blackswan"])[0]
+    seq.frame_paths, seq.mask_paths = seq.frame_paths[:6], seq.mask_paths[:6]
+    fp32 = list(propagate_sequence(encoder, seq, PropagationConfig(), scale=0.25))
+    low = list(propagate_sequence(encoder, seq, PropagationConfig(precision=precision), scale=0.25))
+    agree, n = sum(int((a == b).sum()) for a, b in zip(low, fp32)), sum(a.size for a in fp32)
+    print(f"{precision}: {agree} of {n} label pixels as in fp32")
+    assert (low[0] == fp32[0]).all() and agree >= 0.98 * n
+    assert feature_dtypes(encoder, seq, precision) == {PRECISIONS[precision]}
+
+
+def feature_dtypes(encoder, seq, precision):
+    return {f.dtype for f in sequence_features(encoder, seq, scale=0.25, dtype=PRECISIONS[precision])}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_fp32_masks_equal_cpu_masks(davis_root, encoder):
+    "fp32 on the GPU: the CPU's label maps (≥ 99.9 % of pixels, as fast vs reference in float32)."
+    seq = DavisDataset(davis_root, sequences=["blackswan"])[0]
+    seq.frame_paths, seq.mask_paths = seq.frame_paths[:25], seq.mask_paths[:25]
+    cpu = list(propagate_sequence(encoder, seq, PropagationConfig(), scale=0.5, device="cpu"))
+    gpu = list(propagate_sequence(encoder, seq, PropagationConfig(), scale=0.5, device="cuda"))
+    encoder.cpu()
+    agree, n = sum(int((a == b).sum()) for a, b in zip(gpu, cpu)), sum(a.size for a in cpu)
+    print(f"GPU vs CPU fp32: {agree} of {n} label pixels agree")
+    assert agree >= 0.999 * n
