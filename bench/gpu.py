@@ -132,6 +132,13 @@ def bench_train_config(spec: dict):
         val_every_epochs=None, fast_decode=spec.get("fast_decode", False))
 
 
+def bench_setup(spec: dict) -> tuple:
+    "(training config, device) of a measurement, with its CPU thread count set."
+    set_threads(spec)
+    cfg = bench_train_config(spec)
+    return cfg, training_device(cfg, DistInfo())
+
+
 def training_parts(cfg, device) -> tuple:
     "Encoder, optimiser, scheduler and the module the losses call, as `train` builds them (one process)."
     speed = speed_options(cfg, device)
@@ -164,9 +171,7 @@ def timed_steps(step, n: int, device) -> float:
 # ------------------------------------------------------------------ the measurements (each runs in its own process)
 def measure_train(spec: dict) -> dict:
     "it/s and peak memory of `train_step` on a fixed in-memory batch."
-    set_threads(spec)
-    cfg = bench_train_config(spec)
-    device = training_device(cfg, DistInfo())
+    cfg, device = bench_setup(spec)
     speed, optimizer, scheduler, net = training_parts(cfg, device)
     batch, hooks = fixed_batch(cfg, device), TrainHooks()
     run = lambda i: train_step(net, batch, i, cfg, optimizer, scheduler, device, None, hooks)
@@ -189,9 +194,7 @@ def real_loader(cfg, device):
 
 def measure_e2e(spec: dict) -> dict:
     "it/s and peak memory of `train_step` fed by the real data pipeline."
-    set_threads(spec)
-    cfg = bench_train_config(spec)
-    device = training_device(cfg, DistInfo())
+    cfg, device = bench_setup(spec)
     speed, optimizer, scheduler, net = training_parts(cfg, device)
     batches, n_clips, _ = real_loader(cfg, device)
     hooks = TrainHooks()
@@ -205,9 +208,7 @@ def measure_e2e(spec: dict) -> dict:
 
 def measure_loader(spec: dict) -> dict:
     "Batches per second of the data pipeline alone (each batch copied to the device)."
-    set_threads(spec)
-    cfg = bench_train_config(spec)
-    device = training_device(cfg, DistInfo())
+    cfg, device = bench_setup(spec)
     batches, n_clips, speed = real_loader(cfg, device)
     def run(i):
         batch = next(batches)

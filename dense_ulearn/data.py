@@ -19,7 +19,7 @@ __all__ = ['DATA_ENV_VAR', 'VOID_ID', 'DAVIS_PALETTE', 'MASK_MODES', 'IMAGENET_M
            'JPEG_EOI', 'PNG_SIGNATURE', 'TAIL_BYTES', 'VIDEO_EXTS', 'LAYOUTS', 'SAMPLINGS', 'CROP_MODES', 'repo_root',
            'find_shared_data', 'SharedPaths', 'shared_paths', 'voc_palette', 'read_mask', 'write_mask', 'read_frame',
            'write_frame', 'normalize', 'denormalize', 'check_image_file', 'image_header', 'VideoSequence',
-           'open_davis_sequence', 'VideoDataset', 'DavisDataset', 'add_data_args', 'resolve_davis_root',
+           'open_davis_sequence', 'VideoDataset', 'DavisDataset', 'comma_list', 'add_data_args', 'resolve_davis_root',
            'resolve_video_root', 'open_ytvos_video', 'YouTubeVOSDataset', 'natural_key', 'open_frame_folder',
            'VideoFileSequence', 'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob',
            'SyntheticVideo', 'render_synthetic_video', 'synthetic_video', 'make_synthetic_davis', 'overlay_mask',
@@ -378,6 +378,12 @@ class DavisDataset(VideoDataset):
         return self._scanned_names()
 
 # %% ../nbs/00_data.ipynb #b276d16c
+def comma_list(text: str) -> list[str]:
+    "`--sequences a,b` -> ['a', 'b'] (blanks dropped; at least one name): the argparse type of every command."
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names: raise argparse.ArgumentTypeError("give at least one sequence name")
+    return names
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     "Add `--davis-root` and `--video-root` to a parser."
     p.add_argument("--davis-root", type=Path, default=None,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_demo.ipynb #5d5c508f
 from __future__ import annotations
-import argparse, base64, html, json, re, time, warnings
+import argparse, base64, html, json, re, tempfile, time, warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import __version__
 from .data import (
-    DAVIS_PALETTE, DavisDataset, add_data_args, make_synthetic_davis, overlay_mask, read_mask, resolve_davis_root,
+    DAVIS_PALETTE, DavisDataset, add_data_args, comma_list, make_synthetic_davis, overlay_mask, read_mask, resolve_davis_root,
     resolve_video_root, shared_paths)
 from .encoder import build_encoder, load_encoder
 from .explore import save_gallery
@@ -34,7 +34,7 @@ __all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'MODEL_COLOURS', 'HTML_STYLE', 'G
            'markdown_table', 'with_difference', 'report_sections', 'markdown_report', 'html_report', 'write_report',
            'default_preset', 'demo_device', 'report_dir', 'demo_train_config', 'checkpoint_step', 'demo_models',
            'demo_propagation', 'propagate_models', 'evaluate_models', 'explore_figures', 'demo_figures',
-           'describe_scale', 'demo_facts', 'DemoReport', 'check_demo_args', 'run_demo', 'comma_list', 'demo_parser',
+           'describe_scale', 'demo_facts', 'DemoReport', 'check_demo_args', 'run_demo', 'readme_picture', 'demo_parser',
            'demo_main']
 
 # %% ../nbs/07_demo.ipynb #73aeafd4
@@ -518,13 +518,25 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
     log(markdown_table(jf))
     return DemoReport(out_dir, md, page, jf, per_seq, results, run_dir, data, seconds)
 
-# %% ../nbs/07_demo.ipynb #1d67c4d0
-def comma_list(text: str) -> list[str]:
-    "'a, b' -> ['a', 'b'] (blanks dropped; at least one name)."
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if not names: raise argparse.ArgumentTypeError("give at least one sequence name")
-    return names
+# %% ../nbs/07_demo.ipynb #7bfaf42d
+def readme_picture(checkpoint,              # trained encoder checkpoint (None: only the random initialisation)
+                   out,                     # the PNG to write
+                   seed: int = 0,           # seed of the random initialisation shown beside it
+                   sequence: str = "synth-00",
+                   spec: SyntheticSpec = SYNTHETIC_VAL,  # the synthetic set (the demo's evaluation set)
+                   work=None) -> Path:      # scratch folder (None: a temporary one)
+    "Ground truth, trained and random-init masks on a synthetic sequence, with their J&F: the README's picture."
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(work or tmp)
+        root = write_synthetic(work / "synthetic-davis", spec)
+        dataset = DavisDataset(root, sequences=[sequence])
+        models = {"random": build_encoder(seed=seed).eval()}
+        if checkpoint is not None: models = {"trained": load_encoder(checkpoint).eval()} | models
+        dirs = propagate_models(models, dataset, work / "masks", scale=1.0, overwrite=True, progress=False)
+        scores = sequence_table(evaluate_models(root, dirs, dataset.names)).loc[sequence].to_dict()
+        return save_figure(overlay_strip(dataset[0], dirs, scores), out)
 
+# %% ../nbs/07_demo.ipynb #1d67c4d0
 def demo_parser(p: argparse.ArgumentParser) -> None:
     "Arguments of `dense-ulearn demo`."
     add_data_args(p)

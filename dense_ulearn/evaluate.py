@@ -17,7 +17,7 @@ from scipy import ndimage
 from skimage.morphology import disk
 from tqdm.auto import tqdm
 
-from .data import VOID_ID, DavisDataset, VideoSequence, add_data_args, read_mask, resolve_davis_root
+from .data import VOID_ID, DavisDataset, VideoSequence, add_data_args, comma_list, read_mask, resolve_davis_root
 
 # %% auto #0
 __all__ = ['BOUND_TH', 'N_DECAY_BINS', 'RECALL_THRESHOLD', 'RESULT_MODES', 'PER_FRAME_COLUMNS', 'OBJECT_COLUMNS',
@@ -465,18 +465,12 @@ def write_results(result: EvalResult, out_dir, overwrite: bool = False, split: s
     return paths
 
 # %% ../nbs/06_evaluate.ipynb #e7cfa182
-def _comma_list(text: str) -> list[str]:
-    "'a,b' -> ['a', 'b'] (blanks dropped)."
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if not names: raise argparse.ArgumentTypeError("give at least one sequence name")
-    return names
-
 def evaluate_parser(p: argparse.ArgumentParser) -> None:
     "Arguments of `dense-ulearn evaluate`."
     add_data_args(p)
     p.add_argument("--results", type=Path, required=True,
                    help="results folder: <results>/<sequence>/<frame>.png label maps (palette or single-channel 'L' PNGs of object ids)")
-    p.add_argument("--sequences", type=_comma_list, default=None,
+    p.add_argument("--sequences", type=comma_list, default=None,
                    help="comma-separated sequences, e.g. blackswan,cows (default: all of ImageSets/2017/<split>.txt)")
     p.add_argument("--split", default="val", help="split file ImageSets/2017/<split>.txt and CSV suffix (default: val)")
     p.add_argument("--workers", type=int, default=1, help="processes, one sequence each (default: 1); use your core count")

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import VOID_ID, DavisDataset, normalize, read_mask, write_mask
-from .data import add_data_args, resolve_davis_root
+from .data import add_data_args, comma_list, resolve_davis_root
 from .encoder import add_model_args, model_from_args
 
 # %% auto #0
@@ -482,7 +482,7 @@ def propagate_parser(p:argparse.ArgumentParser) -> None:
     "Arguments of `dense-ulearn propagate`."
     add_model_args(p); add_data_args(p)
     d = PropagationConfig()
-    p.add_argument("--sequences", default=None, help="comma-separated sequence names (default: every sequence of --split)")
+    p.add_argument("--sequences", type=comma_list, default=None, help="comma-separated sequence names (default: every sequence of --split)")
     p.add_argument("--split", default="val", help="DAVIS split file ImageSets/2017/<split>.txt (default: val)")
     p.add_argument("--out", type=Path, required=True, help="results folder; writes <out>/<sequence>/<frame>.png")
     p.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor before the encoder; masks are always written at the original size (default: 1)")
@@ -502,8 +502,7 @@ def propagate_main(args:argparse.Namespace) -> int:
     cfg = PropagationConfig(topk=args.topk, radius=args.radius, temperature=args.temperature, context=args.context,
                             max_objects=args.max_objects, precision=args.precision)
     device = resolve_device(args.device)
-    names = None if args.sequences is None else [s.strip() for s in args.sequences.split(",") if s.strip()]
-    dataset = DavisDataset(resolve_davis_root(args), split=args.split, sequences=names)
+    dataset = DavisDataset(resolve_davis_root(args), split=args.split, sequences=args.sequences)
     out = propagate_dataset(model_from_args(args), dataset, args.out, cfg, args.scale, args.overwrite, device=device)
     print(f"wrote {len(dataset)} sequence(s) to {out}")
     return 0
