@@ -104,7 +104,8 @@ def test_affinity_weights_per_reference_location(feats):
     for cell in [(7, 13), (0, 0)]:
         weights = torch.zeros(h * w)
         for f, r, c, wt in query_affinity(feats, 1, cell, SMALL).topk_cells(): weights[r * w + c] += wt
-        torch.testing.assert_close(frame1[:, cell[0], cell[1]], weights, atol=1e-6, rtol=0)
+        # float32: propagate's window sums and knn_reference's einsum differ in the 7th digit, ×1/τ = 20 in the logits
+        torch.testing.assert_close(frame1[:, cell[0], cell[1]], weights, atol=1e-5, rtol=0)
 
 
 def test_encode_frames_restores_mode(clip):
