@@ -505,8 +505,7 @@ def describe(row: Row, kind: str, spec: dict, out: dict, prop_names: list[str], 
         if spec["dtype"] != "fp32":
             a = mask_agreement(work, spec["dtype"], prop_names)
             row.note += (f"; masks vs fp32: {100 * a['agreement']:.3f}% of pixels equal, {a['frames_equal']}/{a['frames']}"
-                         f" frames identical, worst frame {100 * a['worst_frame']:.3f}% (bench wrapper: autocast encoder,"
-                         " propagation in the features' dtype)")
+                         f" frames identical, worst frame {100 * a['worst_frame']:.3f}% (soft masks fp32)")
             out["agreement"] = a
 
 
