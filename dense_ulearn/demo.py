@@ -330,8 +330,10 @@ def demo_dataset(davis_root,                        # labelled DAVIS-layout root
     "The evaluation sequences: those asked for, else the preset's default when the data has them, else the val split."
     if sequences == ["all"]: return DavisDataset(davis_root)
     if sequences is not None: return DavisDataset(davis_root, sequences=sequences)
-    try: return DavisDataset(davis_root, sequences=DEFAULT_SEQUENCES[preset])
-    except (KeyError, FileNotFoundError, ValueError): return DavisDataset(davis_root)
+    default = DEFAULT_SEQUENCES.get(preset)
+    if default is None: return DavisDataset(davis_root)
+    try: return DavisDataset(davis_root, sequences=default)
+    except (FileNotFoundError, ValueError): return DavisDataset(davis_root)  # the data lacks them: the val split
 
 # %% ../nbs/07_demo.ipynb #09ee9df2
 def report_dir(out,                     # the report folder asked for
@@ -495,7 +497,7 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
              overwrite: bool = False,
              workers: int = 1,                    # evaluation processes
              prop: PropagationConfig | None = None,
-             explore: bool = True,                # add the affinity explorer's gallery (when installed)
+             explore: bool = True,                # add the affinity explorer's gallery (first sequence)
              log=print) -> DemoReport:
     "Train, propagate with the trained and the random model, evaluate both, write the report."
     check_demo_args(scale, workers)
