@@ -68,7 +68,6 @@ REFERENCE = dict(
     prop=dict(ms=80.0, mem_gib=(1.2, 1.35), text="≈80 ms/frame, 1.2–1.35 GiB"),
 )
 ZOOM, SHIFT = 0.75, 0.1  # the fixed aug-view affine of the in-memory batch: flipped zoom-in, shifted centre
-PROP_DTYPES = PRECISIONS  # fp32, bf16, fp16 -> torch dtype
 WARMUP_FRAMES = 3  # propagation warm-up: this many frames of the first sequence, not timed
 COMPILE_WARMUP = 3  # at least this many warm-up steps when torch.compile is on (the first call compiles)
 RESULT_TAG = "BENCH-GPU-RESULT "  # prefix of the child's JSON line (subprocess isolation)
@@ -478,7 +477,7 @@ def build_rows(args, device: str) -> list[tuple[Row, str, dict]]:
     frames = "all frames" if args.prop_frames is None else f"first {args.prop_frames} frames"
     dtypes = ["fp32"] + [d for d in (s.strip() for s in args.prop_dtypes.split(",")) if d and d != "fp32"]
     for d in dtypes:
-        if d not in PROP_DTYPES: raise SystemExit(f"error: --prop-dtypes: unknown {d!r} (fp32, bf16, fp16)")
+        if d not in PRECISIONS: raise SystemExit(f"error: --prop-dtypes: unknown {d!r} (fp32, bf16, fp16)")
         spec = dict(device=device, threads=args.threads, dtype=d, davis_root=str(davis) if davis else None,
                     sequences=names, prop_frames=args.prop_frames, scale=args.scale, prop_cfg=prop_cfg,
                     checkpoint=str(args.checkpoint) if args.checkpoint else None)

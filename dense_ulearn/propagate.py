@@ -31,6 +31,7 @@ __all__ = ['MASKED', 'PRECISIONS', 'PropagationConfig', 'downsample_labels', 'up
 
 # %% ../nbs/05_propagate.ipynb #b6d3690e
 MASKED = -1e10  # the reference's additive affinity for short-term candidates outside the radius (§5.4)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # feature dtype of each precision
 
 @dataclass
 class PropagationConfig:
@@ -53,8 +54,6 @@ class PropagationConfig:
         if not self.temperature > 0: raise ValueError(f"PropagationConfig.temperature must be > 0, got {self.temperature}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"PropagationConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # feature dtype of each precision
 
 # %% ../nbs/05_propagate.ipynb #4588232a
 def downsample_labels(
@@ -175,6 +174,7 @@ def propagate_reference(
     "Label propagation exactly as method.md §5 states it: dense, literal, slow. The oracle."
     cfg = cfg or PropagationConfig()
     store, mask = {}, None  # frame -> (features [C,hw], merged soft mask [L,hw]); entries leave after 20 frames
+    references = {g.frame for g in groups}  # reference frames stay for the whole video
     for t, f in enumerate(feats):
         C, h, w = f.shape
         f = f.reshape(C, h * w)
@@ -192,7 +192,6 @@ def propagate_reference(
             for g in groups:
                 if g.frame == t: m = paste_labels(m, g.labels.reshape(-1, h * w))
         store[t] = (f, m)
-        references = {g.frame for g in groups}
         for j in [j for j in store if j <= t - cfg.context and j not in references]: del store[j]
         yield m.reshape(-1, h, w)
 

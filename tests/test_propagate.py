@@ -195,11 +195,8 @@ def test_reduced_precision_stays_close_to_fp32(davis_root, encoder, precision):
     agree, n = sum(int((a == b).sum()) for a, b in zip(low, fp32)), sum(a.size for a in fp32)
     print(f"{precision}: {agree} of {n} label pixels as in fp32")
     assert (low[0] == fp32[0]).all() and agree >= 0.98 * n
-    assert feature_dtypes(encoder, seq, precision) == {PRECISIONS[precision]}
-
-
-def feature_dtypes(encoder, seq, precision):
-    return {f.dtype for f in sequence_features(encoder, seq, scale=0.25, dtype=PRECISIONS[precision])}
+    feats = sequence_features(encoder, seq, scale=0.25, dtype=PRECISIONS[precision])
+    assert {f.dtype for f in feats} == {PRECISIONS[precision]}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
