@@ -766,6 +766,8 @@ def training_module(encoder: nn.Module, speed: dict, cfg: TrainConfig, info: Dis
     return torch.compile(net) if cfg.compile else net
 
 # %% ../nbs/04_train.ipynb #fdd5fb90
+_YAML_NO_FOLDING = 1 << 30  # yaml folds strings at 80 columns by default; keep each command on one line
+
 def write_run_record(run_dir: Path, cfg: TrainConfig, start_step: int, **facts) -> Path:
     "config.yaml: the resolved config, plus the command, git SHA, versions and `facts` of every (re)start."
     path = run_dir / "config.yaml"
@@ -774,7 +776,8 @@ def write_run_record(run_dir: Path, cfg: TrainConfig, start_step: int, **facts) 
     history.append(to_plain({"command": shlex.join(sys.orig_argv), "cwd": os.getcwd(), "start_step": start_step,
                              "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                              "git": git_revision(), "versions": environment_versions(), **facts}))
-    text = yaml.safe_dump({"config": to_plain(cfg), "run": {"history": history}}, sort_keys=False)
+    text = yaml.safe_dump({"config": to_plain(cfg), "run": {"history": history}},
+                          sort_keys=False, width=_YAML_NO_FOLDING)
     tmp = path.with_suffix(".yaml.tmp"); tmp.write_text(text); os.replace(tmp, path)
     return path
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from dense_ulearn.cli import main as cli_main
 from dense_ulearn.train import load_checkpoint
@@ -32,11 +33,16 @@ def test_train_then_resume(run_cli, tmp_path):
     for name in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/step_1.pt", "checkpoints/step_2.pt"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tb").iterdir())
-    assert "-m dense_ulearn.cli train --preset cpu-tiny" in (run_dir / "config.yaml").read_text()  # the command
+    config_text = (run_dir / "config.yaml").read_text()
+    assert "-m dense_ulearn.cli train --preset cpu-tiny" in config_text  # the command, on one line however long
+    assert len(yaml.safe_load(config_text)["run"]["history"]) == 1
 
     resumed = run_cli("train", "--resume", run_dir, "--iterations", 3)
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
+    restart = yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["history"][-1]
+    assert f"-m dense_ulearn.cli train --resume {run_dir} --iterations 3" in restart["command"]
+    assert restart["start_step"] == 2
 
 
 def test_overwrite_is_explicit_and_keeps_the_initial_checkpoint(capsys, tmp_path):
