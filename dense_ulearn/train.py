@@ -60,7 +60,7 @@ __all__ = ['PRESETS', 'SEED_STREAMS', 'CHECKPOINT_FORMAT', 'TrainConfig', 'coerc
            'validation_root', 'check_validation', 'validate', 'NonFiniteLossError', 'StopRequest', 'TrainHooks',
            'training_device', 'is_run_folder', 'prepare_run_dir', 'initial_encoder', 'restore_checkpoint',
            'training_module', 'write_run_record', 'resume_config', 'gradient_norm', 'train_step', 'train',
-           'train_parser', 'config_from_args', 'train_main']
+           'best_validation_score', 'train_parser', 'config_from_args', 'train_main']
 
 # %% ../nbs/04_train.ipynb #64891617
 @dataclass
@@ -906,7 +906,8 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, overwrite: bool, hook
 # %% ../nbs/04_train.ipynb #eca28a05
 def _loop(cfg, info, run_dir, device, encoder, net, optimizer, scheduler, batches, gather, hooks, log, start, per_epoch):
     "The step loop of `train`, with logging, checkpoints, validation and the safe stops."
-    done, saved_at, in_update, best = start, start, False, -math.inf
+    done, saved_at, in_update = start, start, False
+    best = best_validation_score(run_dir) if info.is_main else -math.inf  # a resumed run keeps its best.pt
     t0 = t_log = time.perf_counter()
     logged, window = start, []  # step of the last scalars, step values since then
     checkpoint = lambda: make_checkpoint(encoder, optimizer, scheduler, done, cfg)
@@ -968,9 +969,15 @@ def _validate(encoder, cfg, info, run_dir, log, done, best, checkpoint) -> float
         log.message(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         if scores.get("val/J&F-Mean", -math.inf) > best:
             best = scores["val/J&F-Mean"]
-            atomic_save(checkpoint(), run_dir / "checkpoints" / "best.pt")
+            atomic_save({**checkpoint(), "val": scores}, run_dir / "checkpoints" / "best.pt")
     info.barrier()
     return best
+
+def best_validation_score(run_dir: Path) -> float:
+    "The J&F that `checkpoints/best.pt` was kept for (-inf when there is none yet), so a resume never replaces a better one."
+    path = run_dir / "checkpoints" / "best.pt"
+    if not path.is_file(): return -math.inf
+    return load_checkpoint(path).get("val", {}).get("val/J&F-Mean", -math.inf)
 
 # %% ../nbs/04_train.ipynb #fd390faf
 def train_parser(p: argparse.ArgumentParser) -> None:

@@ -246,6 +246,20 @@ def test_validation_hook_scores_davis_and_keeps_the_best(tmp_path, davis_root):
     assert len(list((run_dir / "val" / "step_2" / "car-shadow").glob("*.png"))) == 40
 
 
+def test_resume_keeps_a_better_best_checkpoint(tmp_path, monkeypatch):
+    import dense_ulearn.train as train_module
+    scores = iter([0.5, 0.7, 0.6])  # J&F after steps 1, 2 and (resumed) 3
+    monkeypatch.setattr(train_module, "check_validation", lambda cfg: None)
+    monkeypatch.setattr(train_module, "validate", lambda encoder, cfg, out: {"val/J&F-Mean": next(scores)})
+    cfg = tiny_config(tmp_path, "best", iterations=2, val_every=1, ckpt_every=1, image_every=0)
+    run_dir = train(cfg)
+    best = run_dir / "checkpoints" / "best.pt"
+    assert load_checkpoint(best)["step"] == 2 and load_checkpoint(best)["val"] == {"val/J&F-Mean": 0.7}
+    train(resume_config(run_dir, overrides=["iterations=3"]), resume=True)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
+    assert load_checkpoint(best)["step"] == 2  # 0.6 after the resume does not replace the 0.7 kept before it
+
+
 def test_signals_become_a_stop_request_then_an_interrupt():
     import os, signal
     from dense_ulearn.train import StopRequest
