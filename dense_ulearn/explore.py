@@ -457,20 +457,22 @@ def show_affinity(model: torch.nn.Module,  # a DenseEncoder
     return fig
 
 # %% ../nbs/08_explore.ipynb #41fd02ac
-CHECKPOINT_ROOTS = ("runs", "demo-report")  # folders of the repository searched for training runs
+CHECKPOINT_ROOTS = ("demo-report", "runs")  # folders of the repository searched for training runs, preferred first
 CHECKPOINT_NAME = "last.pt"  # the final checkpoint of a run (runs/<name>/checkpoints/last.pt)
 
 def find_checkpoint(explicit=None,  # a checkpoint path; must exist when given
-                    roots: Sequence | None = None,  # folders to search (default: CHECKPOINT_ROOTS in the repository)
+                    roots: Sequence | None = None,  # folders to search, preferred first (default: CHECKPOINT_ROOTS)
                    ) -> Path | None:  # the checkpoint, or None when there is none
-    "An explicit checkpoint, else the newest `checkpoints/last.pt` under `roots`."
+    "An explicit checkpoint, else the newest `checkpoints/last.pt` of the first root that has one (the latest `make demo` run)."
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
         return path
     roots = [repo_root() / r for r in CHECKPOINT_ROOTS] if roots is None else [Path(r) for r in roots]
-    found = [p for r in roots if r.is_dir() for p in r.rglob(CHECKPOINT_NAME) if p.parent.name == "checkpoints"]
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+    for root in roots:
+        found = [p for p in root.rglob(CHECKPOINT_NAME) if p.parent.name == "checkpoints"] if root.is_dir() else []
+        if found: return max(found, key=lambda p: p.stat().st_mtime)
+    return None
 
 def training_seed(path) -> int | None:
     "The seed a run of ours initialised its model with (its checkpoint's config), None for other checkpoints."
