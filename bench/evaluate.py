@@ -141,6 +141,26 @@ def compare_object_means(per_object: dict, official_objects: pd.DataFrame) -> tu
     return diff, sorted(set(per_object) - set(official))
 
 
+def jf_tables(rows: list, official_objects: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Global J&F / J / F and per-object J&F of each implementation (its first process count), beside the stored official ones."
+    def summary(names, j, f):  # per-object J-Mean and F-Mean -> (global row, {object: J&F})
+        j, f = np.asarray(j, float), np.asarray(f, float)
+        return ((j.mean() + f.mean()) / 2, j.mean(), f.mean()), dict(zip(names, (j + f) / 2))
+    o = official_objects
+    results = {"official (stored CSV)": summary([f"{s}_{k}" for s, k in zip(o.Sequence, o.Object)], o["J-Mean"], o["F-Mean"])}
+    for impl, _, r in rows:
+        if impl in results: continue
+        if impl == "ours":
+            po = r["per_object"]
+            results[impl] = summary([f"{s}_{k}" for s, k in zip(po["Sequence"], po["Object"])], po["J-Mean"], po["F-Mean"])
+        elif impl == "vos-benchmark":
+            results[impl] = summary(list(r["per_object"]), *zip(*r["per_object"].values()))
+        else:  # the official package, live
+            results[impl] = summary(r["names"], r["J-M"], r["F-M"])
+    global_ = pd.DataFrame({k: g for k, (g, _) in results.items()}, index=["J&F-Mean", "J-Mean", "F-Mean"]).T
+    return global_, pd.DataFrame({k: objects for k, (_, objects) in results.items()})
+
+
 def main(argv=None):
     sp = shared_paths()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,6 +232,11 @@ def main(argv=None):
                 checks["ours on fixtures (void, multi-object)"] = {"per object J/F-Mean": diff, "extra objects": extra,
                                                                    "global J&F/J/F": max_abs(ours_global, [(j + f) / 2, j, f])}
 
+    global_, per_object = jf_tables(rows, official_objects)
+    print("\n== J&F, global (each implementation at its first process count) ==")
+    print(global_.to_string(float_format=lambda x: f"{x:.6f}"))
+    print("\n== J&F per object ==")
+    print(per_object.to_string(float_format=lambda x: f"{x:.6f}", na_rep="-"))
     print("\n== Agreement (max absolute difference) ==")
     for name, c in checks.items(): print(f"{name:48s} {c}")
     print("\n== Speed and memory ==")

@@ -70,8 +70,9 @@ def info_main(args) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #0904cc27
-def build_parser() -> argparse.ArgumentParser:
-    "The `dense-ulearn` parser with one sub-parser per command."
+def build_parser(load=None,  # the commands whose modules are imported for their arguments (None: all)
+                ) -> argparse.ArgumentParser:
+    "The `dense-ulearn` parser with one sub-parser per command; the others in `load` are listed but not imported."
     parser = argparse.ArgumentParser(prog="dense-ulearn", description=__doc__ or
         "Dense Unsupervised Learning for Video Segmentation: train, propagate, evaluate, demo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(_main=info_main)
     for cmd, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(cmd, help=help_text)
+        if load is not None and cmd not in load: continue  # `evaluate` need not import torchvision or matplotlib
         try: add_args, run = _command_functions(cmd)
         except (ImportError, AttributeError) as e:
             p.set_defaults(_main=lambda args, e=e, cmd=cmd: _unavailable(cmd, e)); continue
@@ -95,7 +97,9 @@ def _unavailable(cmd, err) -> int:
 # %% ../nbs/09_cli.ipynb #a9053bf9
 def main(argv=None) -> int:
     "Entry point of the `dense-ulearn` console script."
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    command = next((a for a in argv if not a.startswith("-")), None)  # the sub-command: only its module is imported
+    args = build_parser(load={command}).parse_args(argv)
     try: return int(args._main(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)

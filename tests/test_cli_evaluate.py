@@ -58,3 +58,13 @@ def test_bad_result_file_named_by_sequence_and_frame(run_cli, davis_root, result
     r = run_cli("evaluate", "--davis-root", davis_root, "--results", res, "--sequences", "car-shadow", "--out", tmp_path)
     assert r.returncode == 2 and "error: sequence 'car-shadow', frame 00007: result" in r.stderr and "'RGB' image" in r.stderr
     assert not (tmp_path / "global_results-val.csv").exists()
+
+
+def test_evaluate_imports_only_what_it_needs():
+    "The CLI loads the invoked command's module only: scoring masks needs neither torchvision nor matplotlib."
+    import subprocess, sys
+    code = ("import sys; from dense_ulearn.cli import main\n"
+            "try: main(['evaluate', '--help'])\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in ('torchvision', 'matplotlib', 'dense_ulearn.train', 'dense_ulearn.demo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
