@@ -8,7 +8,8 @@ Target (issue 8): trained beats random by >= 3 J&F points on average.
 
 The sequences scored here (default: blackswan, car-shadow, drift-straight, the training module's
 validation sequences) play the role of the paper's 5 validation sequences: any setting chosen from these
-numbers is chosen on them, and the demo report's 9 sequences include them (say so when quoting).
+numbers is chosen on them, and the CPU demo scores the same three by default (say so when quoting).
+No setting was chosen from them so far: the preset and the demo use the values they had before these runs.
 
 Training runs are cached: a seed whose run folder already holds `last.pt` of the same preset, iterations
 and overrides is not trained again (pass --retrain to force). `--eval-steps 100,200` also scores the periodic checkpoints
