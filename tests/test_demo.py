@@ -45,11 +45,11 @@ def check_report(out: Path, davis_root, sequences, stdout: str):
     return md
 
 
-def demo_matches_separate_evaluate(run_cli, davis_root, tmp_path, seqs, iterations, *extra):
+def demo_matches_separate_evaluate(run_cli, davis_root, tmp_path, seqs, iterations):
     "Run the demo, check its artefacts, then score its masks with `dense-ulearn evaluate` and compare the numbers."
     out = tmp_path / "report"
     res = run_cli("demo", "--iterations", iterations, "--scale", "0.25", "--sequences", ",".join(seqs), "--out", out,
-                  "--workers", "1", *extra)
+                  "--workers", "1")
     assert res.returncode == 0, res.stderr[-3000:]
     md = check_report(out, davis_root, seqs, res.stdout)
     summary = json.loads((out / "summary.json").read_text())
@@ -72,13 +72,6 @@ def demo_matches_separate_evaluate(run_cli, davis_root, tmp_path, seqs, iteratio
             assert summary["per_sequence"][model][seq] == pytest.approx(expected, abs=1e-12)
 
 
-def test_demo_reduced_run_matches_a_separate_evaluate(run_cli, davis_root, tmp_path):
-    "Fast variant of the issue's test: one iteration of two clips, one sequence."
-    demo_matches_separate_evaluate(run_cli, davis_root, tmp_path, ["car-shadow"], "1", "--set", "batch_size=2",
-                                   "--no-explore")
-
-
-@pytest.mark.slow
 def test_demo_small_run_matches_a_separate_evaluate(run_cli, davis_root, tmp_path):
     "The issue's test: `dense-ulearn demo --iterations 5 --scale 0.25 --sequences blackswan,car-shadow`."
     demo_matches_separate_evaluate(run_cli, davis_root, tmp_path, ["blackswan", "car-shadow"], "5")
