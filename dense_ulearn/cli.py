@@ -72,7 +72,7 @@ def info_main(args) -> int:
 # %% ../nbs/09_cli.ipynb #0904cc27
 def build_parser(load=None,  # the commands whose modules are imported for their arguments (None: all)
                 ) -> argparse.ArgumentParser:
-    "The `dense-ulearn` parser with one sub-parser per command; the others in `load` are listed but not imported."
+    "The `dense-ulearn` parser with one sub-parser per command; commands not in `load` are listed without importing their modules."
     parser = argparse.ArgumentParser(prog="dense-ulearn", description=__doc__ or
         "Dense Unsupervised Learning for Video Segmentation: train, propagate, evaluate, demo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
