@@ -55,7 +55,7 @@ import torch.nn as nn
 
 from dense_ulearn.data import DavisDataset, add_data_args, resolve_davis_root, resolve_video_root
 from dense_ulearn.encoder import build_encoder, load_encoder
-from dense_ulearn.propagate import PRECISIONS, PropagationConfig, propagate_sequence
+from dense_ulearn.propagate import PRECISIONS, PropagationConfig, propagate_sequence, resolve_device
 from dense_ulearn.train import (DistInfo, EpochBatchSampler, TrainHooks, build_optimizer, build_scheduler,
                                 clip_dataset, initial_encoder, load_config, make_loader, speed_options, train_step,
                                 training_device, training_module, training_videos)
@@ -412,12 +412,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto": return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available(): raise SystemExit(f"error: --device {name}: no CUDA")
-    return name
-
-
 def fill_defaults(args: argparse.Namespace, device: str) -> argparse.Namespace:
     "Sizes not given on the command line from the profile (quick, cuda or cpu)."
     profile = PROFILES["quick" if args.quick else ("cuda" if device.startswith("cuda") else "cpu")]
@@ -529,7 +523,7 @@ def header(device: str, args, first: dict | None) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child: return child_main(args.child)
-    device = resolve_device(args.device)
+    device = str(resolve_device(None if args.device == "auto" else args.device))
     args = fill_defaults(args, device)
     fresh = args.isolation == "subprocess" or (args.isolation == "auto" and device.startswith("cuda"))
     run = run_subprocess if fresh else run_forked

@@ -22,7 +22,7 @@ from .data import (
 from .encoder import build_encoder, load_encoder
 from .explore import save_gallery
 from .evaluate import GLOBAL_COLUMNS, evaluate_davis, write_results
-from .propagate import PropagationConfig, propagate_dataset
+from .propagate import PropagationConfig, propagate_dataset, resolve_device
 from .train import PRESETS, TrainConfig, load_config, parse_overrides, train
 
 # %% auto #0
@@ -32,10 +32,10 @@ __all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'MODEL_COLOURS', 'HTML_STYLE', 'G
            'sequence_table', 'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth', 'plot_loss_curve',
            'mask_boundary', 'overlay_outlined', 'strip_indices', 'thumbnail', 'overlay_strip', 'compact_png',
            'save_figure', 'png_data_uri', 'markdown_table', 'with_difference', 'report_sections', 'markdown_report',
-           'html_report', 'write_report', 'default_preset', 'demo_device', 'demo_dataset', 'report_dir',
-           'demo_train_config', 'checkpoint_step', 'demo_models', 'demo_propagation', 'propagate_models',
-           'evaluate_models', 'explore_figures', 'demo_figures', 'describe_scale', 'demo_facts', 'DemoReport',
-           'check_demo_args', 'run_demo', 'readme_picture', 'demo_parser', 'demo_main']
+           'html_report', 'write_report', 'default_preset', 'demo_dataset', 'report_dir', 'demo_train_config',
+           'checkpoint_step', 'demo_models', 'demo_propagation', 'propagate_models', 'evaluate_models',
+           'explore_figures', 'demo_figures', 'describe_scale', 'demo_facts', 'DemoReport', 'check_demo_args',
+           'run_demo', 'readme_picture', 'demo_parser', 'demo_main']
 
 # %% ../nbs/07_demo.ipynb #73aeafd4
 @dataclass(frozen=True)
@@ -321,9 +321,6 @@ def default_preset() -> str:
     "The training preset for this machine: the paper's YouTube-VOS setting with CUDA, else `cpu-tiny`."
     return GPU_PRESET if torch.cuda.is_available() else "cpu-tiny"
 
-def demo_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
 def demo_dataset(davis_root,                        # labelled DAVIS-layout root
                  sequences: list[str] | None,       # asked for (["all"] or None with no preset default: the val split)
                  preset: str) -> DavisDataset:
@@ -379,7 +376,7 @@ def demo_models(run_dir,               # training run folder (checkpoints/last.p
                 seed: int = 0,          # seed of the random baseline = the training's initialisation
                 device=None) -> dict:  # -> {"trained": DenseEncoder, "random": DenseEncoder}, eval mode
     "The final checkpoint of the run and the same architecture at the seeded initialisation the training began from."
-    device = device or demo_device()
+    device = device or resolve_device(None)
     trained = load_encoder(Path(run_dir) / "checkpoints" / "last.pt")
     return {"trained": trained.to(device).eval(), "random": build_encoder(seed=seed).to(device).eval()}
 
@@ -507,7 +504,7 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
     log(data.describe())
     cfg = demo_train_config(data.video_root, out_dir / "run", iterations, minutes, seed, preset, overrides)
     dataset = demo_dataset(data.davis_root, sequences, cfg.preset)
-    prop, device, seconds = prop or demo_propagation(), demo_device(), {}
+    prop, device, seconds = prop or demo_propagation(), resolve_device(None), {}
     log(f"report folder: {out_dir}\ntraining {cfg.preset} for {cfg.iterations} iterations on {device} ...")
     t = time.perf_counter()
     run_dir = train(cfg, overwrite=overwrite)

@@ -772,7 +772,7 @@ class AffinityExplorer:
 
 # %% ../nbs/08_explore.ipynb #1f860db3
 def build_explorer(sequences: Sequence[VideoSequence],  # videos to choose from
-                   checkpoint=None,  # trained checkpoint path (None: the newest run found, see `find_checkpoint`)
+                   checkpoint=None,  # trained checkpoint path (None: the latest demo run, else the newest run; `find_checkpoint`)
                    models: dict | None = None,  # name -> encoder, instead of loading them
                    cfg: PropagationConfig | None = None,
                    scale: float = 0.5,  # frame resize factor
