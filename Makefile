@@ -3,18 +3,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.installed
 NB_WORKERS ?= 2
 
 .PHONY: setup demo test test-slow check-clean check-export test-nbs test-py test-nbs-slow clean-venv
 
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	@touch $(STAMP)
+# Installs only when pyproject.toml's content changed (not its modification time: nbdev-export rewrites it).
+setup:
+	@bash .ci/setup "$(PYTHON)" "$(VENV)"
 
 demo: setup
 	$(BIN)/dense-ulearn demo

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from dense_ulearn.data import DavisDataset, add_data_args, open_videos, resolve_davis_root, resolve_video_root
+from dense_ulearn.cli import add_data_flags
+from dense_ulearn.data import DavisDataset, open_videos
+from dense_ulearn.options import find_data, prepare_output
 
 MIB = 2 ** 20
 
@@ -74,11 +76,11 @@ def travels_unignored(path: Path) -> bool:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(p)
+    add_data_flags(p, davis="to copy sequences from", video="to copy and resize")
     p.add_argument("--sequences", default="blackswan,car-shadow,drift-straight", help="DAVIS val sequences to copy")
     p.add_argument("--short-side", type=int, default=330, help="training-video short side in px (default: 330)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the resized frames (default: 90)")
-    p.add_argument("--out", type=Path, default=Path("data/device"), help="output folder (git-ignored; replaced)")
+    p.add_argument("--out", type=Path, default=Path("data/device"), help="output folder (git-ignored; an earlier one written by this script is replaced)")
     p.add_argument("--budget-mib", type=float, default=56, help="fail above this size (the transfer limit is 64 MiB "
                    "for the whole checkout)")
     args = p.parse_args(argv)
@@ -86,9 +88,11 @@ def main(argv=None) -> int:
     if travels_unignored(args.out):
         print(f"warning: {args.out} is not git-ignored: it would travel with the working tree as well as in carry",
               file=sys.stderr)
-    if args.out.exists(): shutil.rmtree(args.out)
-    copy_davis(resolve_davis_root(args), names, args.out / "davis")
-    copy_video(resolve_video_root(args), args.out / "video", args.short_side, args.quality)
+    found = find_data(args.davis_root, args.video_root)
+    if found.davis is None or found.video is None: sys.exit("error: no DAVIS data or training video found (--davis-root, --video-root)")
+    prepare_output(args.out, "data", overwrite=True, flag="--out")  # replaces only a folder this script wrote
+    copy_davis(found.davis, names, args.out / "davis")
+    copy_video(found.video, args.out / "video", args.short_side, args.quality)
     sizes = {name: folder_mib(args.out / name) for name in ("davis", "video")}
     total = sum(sizes.values())
     print(f"{args.out}: davis {sizes['davis']:.1f} MiB ({', '.join(names)}), video {sizes['video']:.1f} MiB "

@@ -30,7 +30,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from dense_ulearn.data import shared_paths  # noqa: E402
+from dense_ulearn.options import shared_paths  # noqa: E402
 
 OFFICIAL_STORED = {"eval_s": 17.0, "peak_gb": 1.8, "workers": 1}  # ../shared/data/README.md, 9 sequences, one process
 SAMPLE_S = 0.02  # memory sampling period

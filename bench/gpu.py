@@ -53,9 +53,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dense_ulearn.data import DavisDataset, add_data_args, resolve_davis_root, resolve_video_root
+from dense_ulearn.cli import add_data_flags
+from dense_ulearn.data import DavisDataset
+from dense_ulearn.options import find_data, resolve_device
 from dense_ulearn.encoder import build_encoder, load_encoder
-from dense_ulearn.propagate import PRECISIONS, PropagationConfig, propagate_sequence, resolve_device
+from dense_ulearn.propagate import PRECISIONS, PropagationConfig, propagate_sequence
 from dense_ulearn.train import (DistInfo, EpochBatchSampler, TrainHooks, build_optimizer, build_scheduler,
                                 clip_dataset, initial_encoder, load_config, make_loader, speed_options, train_step,
                                 training_device, training_module, training_videos)
@@ -398,7 +400,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     prop.add_argument("--prop-set", action="append", default=[], metavar="KEY=VALUE",
                       help="change a PropagationConfig field, e.g. --prop-set tile=16 (repeatable)")
     prop.add_argument("--checkpoint", type=Path, help="encoder weights for propagation (default: random init, seed 0)")
-    add_data_args(p)
+    add_data_flags(p, davis="for the propagation rows", video="for the data-pipeline rows")
     p.add_argument("--rows", default="train,e2e,loader,prop",
                    help="which groups of rows to measure: train, e2e, loader, prop (default: all; split long device runs)")
     p.add_argument("--no-real-data", action="store_true", help="skip the rows that need --video-root / --davis-root")
@@ -420,13 +422,12 @@ def fill_defaults(args: argparse.Namespace, device: str) -> argparse.Namespace:
     return args
 
 
-def data_root(args, resolve, flag: str) -> tuple[Path | None, str]:
-    "(root, '') or (None, why it is skipped); an explicit bad path is an error."
+def data_root(args, kind: str) -> tuple[Path | None, str]:
+    "(root, '') or (None, why it is skipped) for kind 'davis' or 'video', by the project's data rule; a bad explicit path is an error."
     if args.no_real_data: return None, "skipped: --no-real-data"
-    try: return resolve(args), ""
-    except FileNotFoundError as e:
-        if getattr(args, flag) is not None: raise SystemExit(f"error: {e}")
-        return None, f"skipped: no data ({flag.replace('_', '-')})"
+    try: root = getattr(find_data(args.davis_root, args.video_root), kind)
+    except (FileNotFoundError, ValueError) as e: raise SystemExit(f"error: {e}")
+    return (root, "") if root is not None else (None, f"skipped: no data (--{kind}-root)")
 
 
 def speed_words(speed: dict, device: str) -> str:
@@ -458,14 +459,14 @@ def build_rows(args, device: str) -> list[tuple[Row, str, dict]]:
     if args.compile:
         rows.append((Row("train bf16+CL+fused+compile", f"{shape}, {args.iters} timed steps", "train"), "train",
                      {**base, **on, "compile": True}))
-    video, why = data_root(args, resolve_video_root, "video_root")
+    video, why = data_root(args, "video")
     loader = dict(base, workers=args.workers, prefetch=args.prefetch, clips_per_video=args.clips_per_video,
                   video_root=str(video) if video else None, fast_decode=args.fast_decode,
                   warmup=args.e2e_warmup, iters=args.e2e_iters)
     pipe = f"{shape}, {args.e2e_iters} timed steps, {args.workers} workers, prefetch {args.prefetch}"
     rows.append((Row("end-to-end (real data)", pipe, "e2e", status=why or "ok"), "e2e", loader))
     rows.append((Row("loader only", pipe, None, status=why or "ok"), "loader", loader))
-    davis, why = data_root(args, resolve_davis_root, "davis_root")
+    davis, why = data_root(args, "davis")
     names = [s.strip() for s in args.sequences.split(",") if s.strip()]
     prop_cfg = prop_overrides(args.prop_set)
     frames = "all frames" if args.prop_frames is None else f"first {args.prop_frames} frames"

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dense_ulearn.data import DavisDataset, shared_paths
+from dense_ulearn.data import DavisDataset
+from dense_ulearn.options import shared_paths
 from dense_ulearn.demo import (checkpoint_step, demo_propagation, demo_train_config, evaluate_models, jf_table,
                                propagate_models, sequence_table)
 from dense_ulearn.encoder import build_encoder, load_encoder

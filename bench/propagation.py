@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dense_ulearn.data import DavisDataset, normalize, shared_paths
+from dense_ulearn.data import DavisDataset, normalize
+from dense_ulearn.options import shared_paths
 from dense_ulearn.encoder import build_encoder, load_encoder
 from dense_ulearn.propagate import (PropagationConfig, propagate, propagate_reference, propagation_macs,
                                     reference_groups, sequence_objects, upsample_labels)

@@ -15,28 +15,18 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['DATA_ENV_VAR', 'VOID_ID', 'DAVIS_PALETTE', 'MASK_MODES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'IMAGE_EXTS', 'JPEG_SOI',
-           'JPEG_EOI', 'PNG_SIGNATURE', 'TAIL_BYTES', 'VIDEO_EXTS', 'LAYOUTS', 'SAMPLINGS', 'CROP_MODES', 'repo_root',
-           'find_shared_data', 'SharedPaths', 'shared_paths', 'voc_palette', 'read_mask', 'write_mask', 'read_frame',
+__all__ = ['VOID_ID', 'DAVIS_PALETTE', 'MASK_MODES', 'MAX_OBJECT_IDS', 'EDGE_RADIUS', 'EDGE_FRACTION', 'IMAGENET_MEAN',
+           'IMAGENET_STD', 'IMAGE_EXTS', 'JPEG_SOI', 'JPEG_EOI', 'PNG_SIGNATURE', 'TAIL_BYTES', 'VIDEO_EXTS', 'LAYOUTS',
+           'SAMPLINGS', 'CROP_MODES', 'USER_ERRORS', 'voc_palette', 'read_mask', 'write_mask', 'read_frame',
            'write_frame', 'normalize', 'denormalize', 'check_image_file', 'image_header', 'VideoSequence',
-           'open_davis_sequence', 'VideoDataset', 'DavisDataset', 'comma_list', 'add_data_args', 'resolve_davis_root',
-           'resolve_video_root', 'open_ytvos_video', 'YouTubeVOSDataset', 'natural_key', 'open_frame_folder',
-           'VideoFileSequence', 'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob',
-           'SyntheticVideo', 'render_synthetic_video', 'synthetic_video', 'make_synthetic_davis', 'overlay_mask',
-           'downscale', 'show_images', 'show_sequences', 'item_generator', 'randint', 'sample_frame_indices',
-           'sample_short_side', 'resized_size', 'resize_frames_to', 'resize_frames', 'crop_corner', 'ClipDataset']
+           'open_davis_sequence', 'VideoDataset', 'DavisDataset', 'ObjectIdGapWarning', 'first_frame_object_ids',
+           'open_ytvos_video', 'YouTubeVOSDataset', 'natural_key', 'open_frame_folder', 'VideoFileSequence',
+           'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob', 'SyntheticVideo',
+           'render_synthetic_video', 'synthetic_video', 'make_synthetic_davis', 'overlay_mask', 'downscale',
+           'show_images', 'show_sequences', 'item_generator', 'randint', 'sample_frame_indices', 'sample_short_side',
+           'resized_size', 'resize_frames_to', 'resize_frames', 'crop_corner', 'ClipDataset', 'worker_error_message']
 
 # %% ../nbs/00_data.ipynb #b22ec65b
-DATA_ENV_VAR = "DENSE_ULEARN_DATA"
-
-def repo_root() -> Path:
-    "The repository root: the parent of the installed `dense_ulearn` package folder (else the nearest `pyproject.toml` above the cwd)."
-    spec = importlib.util.find_spec("dense_ulearn")
-    if spec is not None and spec.origin is not None: return Path(spec.origin).resolve().parent.parent
-    for d in [Path.cwd(), *Path.cwd().parents]:
-        if (d / "pyproject.toml").exists(): return d
-    return Path.cwd()
-
 def _existing_dir(path, what: str) -> Path:
     "`path` as a `Path` if it is an existing folder, else a `FileNotFoundError` saying what it was meant to be."
     p = Path(path).expanduser()
@@ -48,31 +38,6 @@ def _nonempty_dir(path, what: str) -> Path:
     p = _existing_dir(path, what)
     if not any(not c.name.startswith(".") for c in p.iterdir()): raise ValueError(f"{what}: {p} is an empty folder")
     return p
-
-def find_shared_data(explicit=None) -> Path | None:
-    "The shared data folder: `explicit`, else `$DENSE_ULEARN_DATA`, else `<repo root>/../shared/data`; None if not found."
-    if explicit is not None and str(explicit) != "": return _existing_dir(explicit, "shared data folder")
-    env = os.environ.get(DATA_ENV_VAR, "")
-    if env: return _existing_dir(env, f"${DATA_ENV_VAR}")
-    default = repo_root().parent / "shared" / "data"
-    return default if default.is_dir() else None
-
-# %% ../nbs/00_data.ipynb #74eb15a2
-@dataclass(frozen=True)
-class SharedPaths:
-    "The folders of the shared data set (see `/work/shared/data/README.md`)."
-    root: Path      # the shared data folder
-    davis: Path     # DAVIS-2017 layout, 9 labelled val sequences
-    video: Path     # DAVIS layout, 7 unlabelled train sequences
-    results: Path   # published OSVOS / RVOS result masks
-    fixtures: Path  # small real annotation fragments (multi-object, void 255)
-
-def shared_paths(explicit=None) -> SharedPaths | None:
-    "`SharedPaths` of `find_shared_data(explicit)`, or None when no shared data is found."
-    root = find_shared_data(explicit)
-    if root is None: return None
-    return SharedPaths(root=root, davis=root / "davis2017-mini", video=root / "davis2016-train-video",
-                       results=root / "results", fixtures=root / "fixtures")
 
 # %% ../nbs/00_data.ipynb #a9d96eae
 VOID_ID = 255  # DAVIS "void" label: not an object, not scored
@@ -92,6 +57,9 @@ DAVIS_PALETTE = voc_palette()  # [256,3] uint8
 
 # %% ../nbs/00_data.ipynb #4ab9157a
 MASK_MODES = ("P", "L", "LA", "1", "RGB", "RGBA")
+MAX_OBJECT_IDS = 20  # more distinct ids in one mask (void excluded) is not a label map; DAVIS-2017 has at most 10 per video
+EDGE_RADIUS = 3      # anti-aliased edges: grey pixels within this many pixels of both a 0 and a 255 pixel ...
+EDGE_FRACTION = 0.9  # ... for at least this fraction of the grey pixels (resampling ringing puts a few a little further)
 
 def _open_image(path, what: str, draft: tuple[int, int] | None = None) -> Image.Image:
     "Open and fully decode an image (a JPEG at a reduced scale >= `draft` (H, W) if given); failures name the file."
@@ -101,12 +69,48 @@ def _open_image(path, what: str, draft: tuple[int, int] | None = None) -> Image.
         img = Image.open(path)
         if draft is not None: img.draft("RGB", (draft[1], draft[0]))
         img.load()
-    except (OSError, SyntaxError, ValueError) as e: raise ValueError(f"cannot decode {what} {path}: {e}") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot decode {what} {path} (a damaged file: replace it or remove it): {e}") from e
     return img
 
-def _grey_to_ids(a: np.ndarray) -> np.ndarray:
-    "Grey values: {0,255} only -> binary {0,1}; otherwise the values are the ids."
-    return (a == 255).astype(np.uint8) if np.isin(a, (0, 255)).all() else a.astype(np.uint8)
+def _values(a: np.ndarray) -> np.ndarray:
+    "The distinct values of a `uint8 [H,W]` array, sorted (PIL's histogram: one pass in C, faster than `np.unique`)."
+    return np.flatnonzero(Image.fromarray(np.ascontiguousarray(a, np.uint8)).histogram())
+
+def _check_id_count(values: np.ndarray, path) -> None:
+    "At most `MAX_OBJECT_IDS` object ids (0 and void excluded) among a mask's distinct `values`; else an error naming the file."
+    ids = values[(values != 0) & (values != VOID_ID)]
+    if len(ids) > MAX_OBJECT_IDS:
+        raise ValueError(f"mask {path} has {len(ids)} distinct object ids ({ids[0]}..{ids[-1]}, void {VOID_ID} excluded), more than "
+                         f"{MAX_OBJECT_IDS}: not a label map (a picture, or an anti-aliased or JPEG-compressed mask?); labels must be "
+                         f"small integer object ids 1..N (0 background, {VOID_ID} void) saved as a PNG with the DAVIS palette "
+                         "(DAVIS-2017 has at most 10 objects per video)")
+
+def _near(m: np.ndarray, r: int) -> np.ndarray:
+    "Pixels within `r` (chessboard distance) of a True pixel of `m` `bool [H,W]`: r 3x3 dilations made of shifts."
+    out = m.copy()
+    for _ in range(r):
+        rows = out.copy(); rows[1:] |= out[:-1]; rows[:-1] |= out[1:]
+        out = rows.copy(); out[:, 1:] |= rows[:, :-1]; out[:, :-1] |= rows[:, 1:]
+    return out
+
+def _antialiased(a: np.ndarray) -> bool:
+    "Do the grey values of `a` `uint8 [H,W]` other than 0 and 255 lie along borders between 0 and 255 regions?"
+    grey = (a != 0) & (a != 255)
+    edge = grey & _near(a == 0, EDGE_RADIUS) & _near(a == 255, EDGE_RADIUS)
+    return int(edge.sum()) >= EDGE_FRACTION * int(grey.sum())
+
+def _grey_to_ids(a: np.ndarray, path) -> np.ndarray:
+    "Grey values: {0,255} only -> binary {0,1}; anti-aliased 0/255 edges or too many values -> error; otherwise the values are ids."
+    values = _values(a)
+    if np.isin(values, (0, 255)).all(): return (a == 255).astype(np.uint8)
+    if values[0] == 0 and values[-1] == 255 and _antialiased(a):  # only now the edge analysis: 0, 255 and grey levels
+        n_grey = len(values) - 2
+        raise ValueError(f"mask {path} is a greyscale image with anti-aliased edges (values 0 and 255 plus {n_grey} intermediate "
+                         "grey levels along their borders), not a label map: threshold it (e.g. ids = (grey > 127)) and save it "
+                         "as a palette or 0/255 PNG")
+    _check_id_count(values, path)
+    return a.astype(np.uint8)
 
 def _rgb_to_ids(rgb: np.ndarray, path) -> np.ndarray:
     "RGB colours -> ids via the DAVIS palette (black/white only -> {0,1}); unknown colours raise naming the file."
@@ -121,13 +125,17 @@ def _rgb_to_ids(rgb: np.ndarray, path) -> np.ndarray:
         shown = ", ".join(f"({c >> 16},{(c >> 8) & 255},{c & 255})" for c in unknown[:5])
         raise ValueError(f"mask {path} has {len(unknown)} colour(s) that are not DAVIS palette colours: {shown}")
     ids = np.array([lut[c] for c in colours.tolist()], np.uint8)
+    _check_id_count(np.sort(ids), path)
     return ids[inverse.reshape(code.shape)]
 
 def read_mask(path) -> np.ndarray:
-    "Read a label image as object ids `uint8 [H,W]` (0 background, 255 void kept)."
+    "Read a label image as object ids `uint8 [H,W]` (0 background, 255 void kept); what is not a label map raises naming the file."
     img = _open_image(path, "mask")
-    if img.mode == "P": return np.array(img, dtype=np.uint8)
-    if img.mode in ("L", "LA", "1"): return _grey_to_ids(np.array(img.convert("L")))
+    if img.mode == "P":
+        ids = np.array(img, dtype=np.uint8)
+        if ids.max() > MAX_OBJECT_IDS: _check_id_count(_values(ids), path)  # ids 0..20 cannot be too many: no count needed
+        return ids
+    if img.mode in ("L", "LA", "1"): return _grey_to_ids(np.array(img.convert("L")), path)
     if img.mode in ("RGB", "RGBA"): return _rgb_to_ids(np.array(img.convert("RGB")), path)
     raise ValueError(f"mask {path} has image mode {img.mode!r}; expected one of {MASK_MODES}")
 
@@ -190,16 +198,19 @@ def _head_tail(path: Path, n_head: int) -> tuple[bytes, bytes]:
         return head, f.read()
 
 def check_image_file(path) -> None:
-    "Raise a `ValueError` naming `path` if a JPEG/PNG lacks its start or end markers (truncated or not an image)."
+    "Raise a `ValueError` naming `path` if a JPEG/PNG is empty, unreadable or lacks its start or end markers."
     path = Path(path)
+    if path.is_dir(): raise ValueError(f"{path} is a folder, not an image file: move it out of the image folder")
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
-    head, tail = _head_tail(path, len(PNG_SIGNATURE))
+    try: head, tail = _head_tail(path, len(PNG_SIGNATURE))
+    except OSError as e: raise ValueError(f"cannot read {path}: {e.strerror or e}") from e
+    if not head: raise ValueError(f"{path} is empty (0 bytes): copy the image again or remove it")
     if head.startswith(JPEG_SOI):
         if not tail.rstrip(b"\x00").endswith(JPEG_EOI):
-            raise ValueError(f"truncated JPEG {path}: no end-of-image marker (FF D9) at the end of the file")
+            raise ValueError(f"truncated JPEG {path}: no end-of-image marker (FF D9) at the end of the file; copy it again or remove it")
     elif head.startswith(PNG_SIGNATURE):
-        if tail[-8:-4] != b"IEND": raise ValueError(f"truncated PNG {path}: no IEND chunk at the end of the file")
-    else: raise ValueError(f"{path} is neither a JPEG nor a PNG (first bytes {head[:4].hex()})")
+        if tail[-8:-4] != b"IEND": raise ValueError(f"truncated PNG {path}: no IEND chunk at the end of the file; copy it again or remove it")
+    else: raise ValueError(f"{path} is neither a JPEG nor a PNG (first bytes {head[:4].hex()}): replace it with the image or move it out of the folder")
 
 def image_header(path) -> tuple[int, int, str]:
     "`(H, W, mode)` from the image header without decoding the pixels; errors name the file."
@@ -256,12 +267,17 @@ class VideoSequence:
 
 # %% ../nbs/00_data.ipynb #9120e7d3
 def _split_names(split_file: Path) -> list[str]:
-    "Sequence names of a split file: one a line, blank lines skipped."
-    return [l.strip() for l in split_file.read_text().splitlines() if l.strip()]
+    "Sequence names of a split file: one a line, blank lines skipped; an unreadable or empty file is an error naming it."
+    try: text = split_file.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read split file {split_file} (expected one sequence name a line): {e}") from e
+    names = [l.strip() for l in text.splitlines() if l.strip()]
+    if not names: raise ValueError(f"split file {split_file} lists no sequences: write one sequence name a line, or delete it to use every sequence folder")
+    return names
 
 def _numbered_files(folder: Path, exts: Sequence[str], what: str) -> list[Path]:
-    "Files of `folder` with these extensions, sorted by their integer stem; a stem that is not a number is an error."
-    files = [p for p in folder.iterdir() if p.suffix.lower() in exts]
+    "Files of `folder` with these extensions (hidden ones skipped), sorted by their integer stem; a stem that is not a number is an error."
+    files = [p for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith(".")]
     bad = [p for p in files if not p.stem.isdigit()]
     if bad: raise ValueError(f"{what} {bad[0]} is not named by a frame number (expected e.g. 00000{bad[0].suffix})")
     return sorted(files, key=lambda p: int(p.stem))
@@ -296,12 +312,15 @@ def _check_frames(frames: Sequence[Path]) -> tuple[int, int]:
     return size
 
 # %% ../nbs/00_data.ipynb #a8ab437f
-def _match_masks(frames: list[Path], mask_dir: Path) -> list[Path | None]:
-    "Masks aligned with frames by stem; a mask without its frame is an error naming both."
+def _match_masks(frames: list[Path], frame_dir: Path, mask_dir: Path) -> list[Path | None]:
+    "Masks aligned with frames by stem; masks without any frames, or a mask without its frame, are errors naming them."
     masks = {p.stem: p for p in _numbered_files(mask_dir, (".png",), "mask")} if mask_dir.is_dir() else {}
+    if masks and not frames:
+        raise ValueError(f"frame folder {frame_dir} has no frames (*.jpg) but {mask_dir} has {len(masks)} mask(s): "
+                         f"put the frames of the sequence there ({min(masks, key=int)}.jpg, ...)")
     stems = {p.stem for p in frames}
     for stem, p in masks.items():
-        if stem not in stems: raise FileNotFoundError(f"mask {p} has no frame: {frames[0].parent / (stem + frames[0].suffix)} is missing")
+        if stem not in stems: raise FileNotFoundError(f"mask {p} has no frame: {frame_dir / (stem + frames[0].suffix)} is missing")
     return [masks.get(p.stem) for p in frames]
 
 def open_davis_sequence(name: str, frame_dir: Path, mask_dir: Path | None) -> VideoSequence:
@@ -310,7 +329,7 @@ def open_davis_sequence(name: str, frame_dir: Path, mask_dir: Path | None) -> Vi
     frames = _numbered_files(frame_dir, (".jpg", ".jpeg"), "frame")
     if mask_dir is None: masks = [None] * len(frames)
     else:
-        masks = _match_masks(frames, mask_dir)  # before the empty/gap checks: a mask without frame names the mask
+        masks = _match_masks(frames, frame_dir, mask_dir)  # before the empty/gap checks: a mask without frame names the mask
     if not frames: raise ValueError(f"no frames (*.jpg) in {frame_dir}")
     _check_no_gaps(frames)
     size = _check_frames(frames)
@@ -361,7 +380,7 @@ class DavisDataset(VideoDataset):
         self.root = _nonempty_dir(root, "DAVIS root")
         self.frames_root = self.root / "JPEGImages" / resolution
         if not self.frames_root.is_dir(): raise FileNotFoundError(f"not a DAVIS root: {self.frames_root} is missing")
-        masks_root = self.root / "Annotations" / resolution
+        self.masks_root = masks_root = self.root / "Annotations" / resolution
         self.labelled = masks_root.is_dir() if labelled is None else labelled
         if self.labelled and not masks_root.is_dir(): raise FileNotFoundError(f"labelled set but {masks_root} is missing")
         self.split_file = None if split is None else self.root / "ImageSets" / year / f"{split}.txt"
@@ -372,63 +391,53 @@ class DavisDataset(VideoDataset):
 
     def _names(self, sequences) -> list[str]:
         "Sequence names: given, else from the split file, else every folder of JPEGImages/<resolution>."
-        if sequences is not None: return self._checked_names(list(sequences), "sequences=")
+        if sequences is not None: return self._checked_names(list(sequences), "--sequences")
         if self.split_file is not None and self.split_file.is_file():
             return self._checked_names(_split_names(self.split_file), self.split_file)
-        return self._scanned_names()
+        names = self._scanned_names()
+        if self.labelled:  # a scan must not silently skip annotated sequences whose frames are missing
+            orphans = sorted(p.name for p in self.masks_root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in names)
+            if orphans:
+                raise FileNotFoundError(f"mask folder {self.masks_root / orphans[0]} has no frame folder {self.frames_root / orphans[0]} "
+                                        f"({len(orphans)} such sequence(s)): add the frames, or list the sequences to use in a split file")
+        return names
 
-# %% ../nbs/00_data.ipynb #b276d16c
-def comma_list(text: str) -> list[str]:
-    "`--sequences a,b` -> ['a', 'b'] (blanks dropped; at least one name): the argparse type of every command."
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if not names: raise argparse.ArgumentTypeError("give at least one sequence name")
-    return names
+# %% ../nbs/00_data.ipynb #4a62b8a7
+class ObjectIdGapWarning(UserWarning):
+    "A first-frame mask whose object ids are not 1..N: evaluation still counts ids 1..max id as objects."
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    "Add `--davis-root` and `--video-root` to a parser."
-    p.add_argument("--davis-root", type=Path, default=None,
-                   help=f"DAVIS-2017 root (JPEGImages/480p, Annotations/480p, ImageSets/2017); default: ${DATA_ENV_VAR}/davis2017-mini or ../shared/data/davis2017-mini")
-    p.add_argument("--video-root", type=Path, default=None,
-                   help="training video: a DAVIS or YouTube-VOS root, or a folder of frame folders / video files; default: the shared davis2016-train-video")
-
-def _explicit_root(path, flag: str) -> Path:
-    "An explicit root must be an existing, non-empty folder (or a video file)."
-    p = Path(path).expanduser()
-    if p.is_file(): return p
-    return _nonempty_dir(p, flag)
-
-def _shared_root(attr: str, flag: str) -> Path:
-    "A folder of the shared data, or a FileNotFoundError saying how to give one."
-    sp = shared_paths()
-    if sp is None or not getattr(sp, attr).is_dir():
-        raise FileNotFoundError(f"no data found: pass {flag}, or set ${DATA_ENV_VAR} to the shared data folder")
-    return getattr(sp, attr)
-
-def resolve_davis_root(args: argparse.Namespace) -> Path:
-    "`--davis-root` if given, else the shared `davis2017-mini`."
-    if getattr(args, "davis_root", None) is not None: return _explicit_root(args.davis_root, "--davis-root")
-    return _shared_root("davis", "--davis-root")
-
-def resolve_video_root(args: argparse.Namespace) -> Path:
-    "`--video-root` if given, else the shared `davis2016-train-video`."
-    if getattr(args, "video_root", None) is not None: return _explicit_root(args.video_root, "--video-root")
-    return _shared_root("video", "--video-root")
+def first_frame_object_ids(mask: np.ndarray,  # [H,W] ids of a first-frame mask
+                           path,               # where it was read, named in the warning
+                          ) -> list[int]:      # sorted ids present, 0 and void excluded
+    "The object ids of a first-frame mask; warns (`ObjectIdGapWarning`) when some of 1..max id are missing."
+    ids = _objects_in(mask)
+    missing = sorted(set(range(1, ids[-1] + 1)) - set(ids)) if ids else []
+    if missing:
+        warnings.warn(f"first-frame mask {path} has object ids {ids} but not {missing}: evaluation scores missing ids as objects "
+                      f"(ids 1..{ids[-1]}), as the official DAVIS code does, and propagation follows only the ids present; "
+                      f"renumber the objects 1..{len(ids)}", ObjectIdGapWarning, stacklevel=2)
+    return ids
 
 # %% ../nbs/00_data.ipynb #033513e2
 def _read_meta(meta_file: Path) -> dict:
     "The `videos` dict of a YouTube-VOS meta.json; a malformed file is an error naming it."
     try: return json.loads(meta_file.read_text())["videos"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e: raise ValueError(f"cannot read {meta_file}: {e!r}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read {meta_file} (expected {{\"videos\": {{...}}}} as YouTube-VOS writes it): {e!r}") from e
 
 def _first_appearance_from_meta(name: str, frames: list[Path], objects: dict, meta_file: Path) -> dict[int, int]:
-    "object id -> index of its first listed frame; a listed frame missing from JPEGImages is an error."
+    "object id -> index of its first listed frame; a malformed entry or a listed frame missing from JPEGImages is an error."
+    if not isinstance(objects, dict): raise ValueError(f"{meta_file}: \"objects\" of {name} must map object ids to entries, got {type(objects).__name__}")
     index = {p.stem: k for k, p in enumerate(frames)}
     first = {}
     for oid, obj in objects.items():
-        stems = sorted(obj["frames"], key=int)
+        try: stems, k = sorted(obj["frames"], key=int), int(oid)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{meta_file}: object {oid!r} of {name} needs an integer id and a \"frames\" list of frame "
+                             f"numbers (e.g. [\"00000\", \"00005\"]): {e!r}") from e
         if not stems: raise ValueError(f"{meta_file}: object {oid} of {name} lists no frames")
         if stems[0] not in index: raise FileNotFoundError(f"{meta_file}: object {oid} of {name} first appears in frame {stems[0]}, but {frames[0].parent / (stems[0] + frames[0].suffix)} is missing")
-        first[int(oid)] = index[stems[0]]
+        first[k] = index[stems[0]]
     return dict(sorted(first.items()))
 
 def _first_appearance_from_masks(masks: list[Path | None]) -> dict[int, int]:
@@ -450,7 +459,7 @@ def open_ytvos_video(name: str, frame_dir: Path, mask_dir: Path | None, objects:
     "Open and check one YouTube-VOS video; `objects` is its meta.json entry (None: objects from the masks)."
     if not frame_dir.is_dir(): raise FileNotFoundError(f"video folder {frame_dir} not found")
     frames = _numbered_files(frame_dir, (".jpg", ".jpeg"), "frame")
-    masks = [None] * len(frames) if mask_dir is None else _match_masks(frames, mask_dir)
+    masks = [None] * len(frames) if mask_dir is None else _match_masks(frames, frame_dir, mask_dir)
     if not frames: raise ValueError(f"no frames (*.jpg) in {frame_dir}")
     size = _check_frames(frames)
     if mask_dir is None and objects is None: return VideoSequence(name, frames, masks, [], {}, size)
@@ -476,7 +485,7 @@ class YouTubeVOSDataset(VideoDataset):
         if self.labelled and not masks_root.is_dir(): raise FileNotFoundError(f"labelled set but {masks_root} is missing")
         meta_file = base / "meta.json"
         meta = _read_meta(meta_file) if meta_file.is_file() else None
-        if sequences is not None: names = self._checked_names(list(sequences), "sequences=")
+        if sequences is not None: names = self._checked_names(list(sequences), "--sequences")
         elif meta is not None: names = self._checked_names(sorted(meta), meta_file)
         else: names = self._scanned_names()
         if not names: raise ValueError(f"no videos in {self.frames_root}")
@@ -503,7 +512,9 @@ def open_frame_folder(folder: Path) -> VideoSequence:
 
 # %% ../nbs/00_data.ipynb #e2a7cdf6
 def _av_error(path: Path, e: Exception) -> ValueError:
-    return ValueError(f"cannot decode video file {path}: {e}")
+    "A one-line error naming the video file and the fix first, then what PyAV said."
+    return ValueError(f"cannot decode video file {path} (damaged, truncated or not a video: re-encode it, e.g. with ffmpeg, "
+                      f"or remove it): {e}")
 
 @dataclass(repr=False)
 class VideoFileSequence(VideoSequence):
@@ -535,7 +546,8 @@ class VideoFileSequence(VideoSequence):
                     if len(got) == len(wanted): break
         except av.error.FFmpegError as e: raise _av_error(self.video_path, e) from e
         missing = sorted(wanted - set(got))
-        if missing: raise ValueError(f"video file {self.video_path} ended before frame {missing[0]} ({len(self)} expected)")
+        if missing: raise ValueError(f"video file {self.video_path} is truncated or damaged (re-encode it, e.g. with ffmpeg, or remove "
+                                     f"it): decoding ended before frame {missing[0]} of the {len(self)} its header lists")
         return np.stack([got[i] for i in indices])
 
     def frame(self, i: int) -> np.ndarray: return self.frames([i])[0]
@@ -821,6 +833,10 @@ def crop_corner(h: int, w: int, crop: int, mode: str, generator: torch.Generator
     return top, randint(0, w - crop, generator)
 
 # %% ../nbs/00_data.ipynb #8eb1416e
+def _one_line(e: BaseException) -> str:
+    "An exception's message on one line (line breaks become spaces)."
+    return re.sub(r"\s*\n\s*", " ", str(e)).strip()
+
 class ClipDataset(torch.utils.data.Dataset):
     "Training clips, one per video per epoch: `main` [T,3,crop,crop] (+ `aug` [T,3,crop,crop], `theta` [2,3]), normalised."
     def __init__(self,
@@ -867,7 +883,10 @@ class ClipDataset(torch.utils.data.Dataset):
         seq = self.videos[k]
         idx = sample_frame_indices(len(seq), self.T, self.frame_gap, self.sampling, generator)
         size = resized_size(*seq.size, sample_short_side(self.short_side, generator))
-        frames = resize_frames_to(seq.frames(idx, size if self.fast_decode else None), size)  # [T,H',W',3]
+        try: frames = seq.frames(idx, size if self.fast_decode else None)  # [T,H,W,3]
+        except (OSError, ValueError) as e:  # runs in a DataLoader worker: one line, the video and the fix first
+            raise ValueError(f"training video {seq.name!r}: {_one_line(e)}") from e
+        frames = resize_frames_to(frames, size)  # [T,H',W',3]
         top, left = crop_corner(*frames.shape[1:3], self.crop, self.crop_mode, generator)
         clip = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + self.crop, left:left + self.crop]))
         clip = clip.permute(0, 3, 1, 2)  # [T,c,c,3] -> [T,3,c,c]
@@ -883,3 +902,19 @@ class ClipDataset(torch.utils.data.Dataset):
             aug, theta = self.aug_view(clip, g)
             item.update(aug=normalize(aug), theta=torch.as_tensor(theta, dtype=torch.float32))
         return item
+
+# %% ../nbs/00_data.ipynb #d83c1d95
+USER_ERRORS = (ValueError, FileNotFoundError)  # input errors reported in one line (anything else keeps its traceback)
+_WORKER_RERAISE = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
+
+def worker_error_message(exc: BaseException) -> str | None:
+    "The original one-line message of a `ValueError`/`FileNotFoundError` re-raised by a DataLoader from a worker; else None."
+    text = str(exc)
+    m = _WORKER_RERAISE.match(text)
+    if m is None or m.group(1) not in {e.__name__ for e in USER_ERRORS}: return None
+    lines = text.rstrip().splitlines()
+    last = re.compile(rf"(?:[\w.]+\.)?{m.group(1)}: (.*)")  # the traceback's final "ValueError: <message>" line
+    for k in range(len(lines) - 1, 1, -1):
+        found = last.fullmatch(lines[k])
+        if found: return " ".join([found.group(1), *(l.strip() for l in lines[k + 1:])]).strip()
+    return None

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_demo.ipynb #5d5c508f
 from __future__ import annotations
-import argparse, base64, html, json, re, tempfile, time, warnings
+import base64, html, json, re, tempfile, time, warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,26 +16,26 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from . import __version__
-from .data import (
-    DAVIS_PALETTE, DavisDataset, add_data_args, comma_list, make_synthetic_davis, overlay_mask, read_mask, resolve_davis_root,
-    resolve_video_root, shared_paths)
+from .data import DAVIS_PALETTE, DavisDataset, make_synthetic_davis, overlay_mask, read_mask
 from .encoder import build_encoder, load_encoder
 from .explore import save_gallery
 from .evaluate import GLOBAL_COLUMNS, evaluate_davis, write_results
-from .propagate import PropagationConfig, propagate_dataset, resolve_device
+from .options import (DATA_ENV_VAR, DataFound, check_output_path, find_data, prepare_output, read_marker,
+                                  resolve_device, visible_entries)
+from .propagate import PropagationConfig, propagate_dataset
 from .train import PRESETS, TrainConfig, load_config, parse_overrides, train
 
 # %% auto #0
-__all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'MODEL_COLOURS', 'HTML_STYLE', 'GPU_PRESET', 'DEFAULT_ITERATIONS',
+__all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'DATA_SOURCES', 'MODEL_COLOURS', 'HTML_STYLE', 'GPU_PRESET', 'DEFAULT_ITERATIONS',
            'DEFAULT_MINUTES', 'DEFAULT_SEQUENCES', 'PRESET_CHANGES', 'DEFAULT_SCALE', 'DEFAULT_PROPAGATION',
-           'DEFAULT_OUT', 'SyntheticSpec', 'DemoData', 'select_demo_data', 'write_synthetic', 'jf_table',
-           'sequence_table', 'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth', 'plot_loss_curve',
+           'DEFAULT_OUT', 'REPORT_FILES', 'SyntheticSpec', 'DemoData', 'select_demo_data', 'write_synthetic',
+           'jf_table', 'sequence_table', 'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth', 'plot_loss_curve',
            'mask_boundary', 'overlay_outlined', 'strip_indices', 'thumbnail', 'overlay_strip', 'compact_png',
            'save_figure', 'png_data_uri', 'markdown_table', 'with_difference', 'report_sections', 'markdown_report',
-           'html_report', 'write_report', 'default_preset', 'demo_dataset', 'report_dir', 'demo_train_config',
-           'checkpoint_step', 'demo_models', 'demo_propagation', 'propagate_models', 'evaluate_models',
-           'explore_figures', 'demo_figures', 'describe_scale', 'demo_facts', 'DemoReport', 'check_demo_args',
-           'run_demo', 'readme_picture', 'demo_parser', 'demo_main']
+           'html_report', 'write_report', 'default_preset', 'demo_dataset', 'report_dir', 'prepare_report_dir',
+           'demo_train_config', 'checkpoint_step', 'demo_models', 'demo_propagation', 'propagate_models',
+           'evaluate_models', 'explore_figures', 'demo_figures', 'describe_scale', 'demo_facts', 'DemoReport',
+           'check_demo_args', 'run_demo', 'readme_picture']
 
 # %% ../nbs/07_demo.ipynb #73aeafd4
 @dataclass(frozen=True)
@@ -50,46 +50,49 @@ SYNTHETIC_VAL = SyntheticSpec(n_videos=4, seed=1)    # scored, like the DAVIS va
 SYNTHETIC_TRAIN = SyntheticSpec(n_videos=8, seed=0)  # unlabelled training video (its masks are ignored)
 
 # %% ../nbs/07_demo.ipynb #2ab7dade
+DATA_SOURCES = {"--davis-root": "given", "--video-root": "given", f"${DATA_ENV_VAR}": "env", "data/DAVIS": "data",
+                "data/": "data", "shared test data": "shared"}  # `DataFound` rule -> source; any other: "synthetic"
+
 @dataclass(frozen=True)
 class DemoData:
-    "The demo's data and where each part came from ('given', 'shared' or 'synthetic')."
+    "The demo's data and where each part came from: 'given', 'env', 'data', 'shared' or 'synthetic' (see `DATA_SOURCES`)."
     davis_root: Path    # labelled DAVIS-layout sequences: propagated and scored
     video_root: Path    # unlabelled training video (any layout the data module reads)
     davis_source: str
     video_source: str
+    davis_label: str = "the labelled DAVIS sequences"  # the data named without a path (`DataFound.davis_source`)
+    video_label: str = "the training video"            # (`DataFound.video_source`)
 
     @property
     def synthetic(self) -> bool: return "synthetic" in (self.davis_source, self.video_source)
 
     def describe(self) -> str:
-        "One line per part, e.g. 'evaluation sequences: /x/davis2017-mini (real data, shared data folder)'."
-        what = {"given": "real data, given explicitly", "shared": "real data, shared data folder",
-                "synthetic": "SYNTHETIC default: no real data found (pass --davis-root/--video-root or set $DENSE_ULEARN_DATA)"}
-        return (f"evaluation sequences: {self.davis_root} ({what[self.davis_source]})\n"
-                f"training video: {self.video_root} ({what[self.video_source]})")
+        "One line per part, without paths, e.g. 'evaluation sequences: the shared DAVIS-2017 val subset (real data, shared data folder)'."
+        what = {"given": "real data, given explicitly", "env": f"real data, ${DATA_ENV_VAR}",
+                "data": "real data, the repository's data/ folder", "shared": "real data, shared data folder",
+                "synthetic": "SYNTHETIC default, written into the report folder: no real data found (pass "
+                             f"--davis-root/--video-root, unpack DAVIS-2017 into data/DAVIS or set ${DATA_ENV_VAR})"}
+        return (f"evaluation sequences: {self.davis_label} ({what[self.davis_source]})\n"
+                f"training video: {self.video_label} ({what[self.video_source]})")
 
 # %% ../nbs/07_demo.ipynb #e222f0e2
-def _given_or_shared(path,          # the explicit path, or None
-                     attr: str):    # "davis" or "video": which part of the shared data
-    "(root, source) from an explicit path (checked), else from the shared data folder, else (None, None)."
-    resolve = {"davis": resolve_davis_root, "video": resolve_video_root}[attr]
-    if path is not None: return resolve(argparse.Namespace(**{f"{attr}_root": Path(path)})), "given"
-    sp = shared_paths()  # raises when $DENSE_ULEARN_DATA names a missing folder: a wrong path is an error
-    root = None if sp is None else getattr(sp, attr)
-    return (root, "shared") if root is not None and root.is_dir() and any(root.iterdir()) else (None, None)
-
-def select_demo_data(davis_root=None,   # --davis-root (None: shared data, else synthetic)
-                     video_root=None,   # --video-root (None: shared data, else synthetic)
+def select_demo_data(davis_root=None,   # --davis-root (None: the project's data rule, else synthetic)
+                     video_root=None,   # --video-root (None: the project's data rule, else synthetic)
                      synthetic_dir=None,  # where the synthetic default is written when needed
-                     val: SyntheticSpec = SYNTHETIC_VAL, train: SyntheticSpec = SYNTHETIC_TRAIN) -> DemoData:
-    "Real data when given or found, else the embedded synthetic default (written to `synthetic_dir`)."
-    davis, davis_src = _given_or_shared(davis_root, "davis")
-    video, video_src = _given_or_shared(video_root, "video")
-    if (davis is None or video is None) and synthetic_dir is None:
+                     val: SyntheticSpec = SYNTHETIC_VAL, train: SyntheticSpec = SYNTHETIC_TRAIN,
+                     found: DataFound | None = None) -> DemoData:  # already found (None: `find_data(davis_root, video_root)`)
+    "Real data when given or found by `options.find_data`, else the embedded synthetic default (written to `synthetic_dir`)."
+    found = found or find_data(davis_root, video_root)  # a wrong explicit path is an error, never a fallback
+    if (found.davis is None or found.video is None) and synthetic_dir is None:
         raise ValueError("no real data found and no folder given for the synthetic default")
-    if davis is None: davis, davis_src = write_synthetic(Path(synthetic_dir) / "synthetic-davis", val), "synthetic"
-    if video is None: video, video_src = write_synthetic(Path(synthetic_dir) / "synthetic-train", train), "synthetic"
-    return DemoData(Path(davis), Path(video), davis_src, video_src)
+    davis, video = found.davis, found.video
+    if davis is None: davis = write_synthetic(Path(synthetic_dir) / "synthetic-davis", val)
+    if video is None: video = write_synthetic(Path(synthetic_dir) / "synthetic-train", train)
+    source = lambda path, rule: DATA_SOURCES.get(rule, "synthetic") if path is not None else "synthetic"
+    d_src, v_src = source(found.davis, found.davis_rule), source(found.video, found.video_rule)
+    return DemoData(Path(davis), Path(video), d_src, v_src,
+                    found.davis_source if d_src != "synthetic" else "the embedded synthetic sequences",
+                    found.video_source if v_src != "synthetic" else "the embedded synthetic video")
 
 def write_synthetic(root, spec: SyntheticSpec) -> Path:
     "The synthetic DAVIS-layout set of `spec` at `root` (re-used when already written)."
@@ -337,12 +340,23 @@ def report_dir(out,                     # the report folder asked for
                overwrite: bool = False,  # write into `out` even when it holds files
                now: datetime | None = None) -> Path:
     "`out` when it is new or empty (or `overwrite`), else a new timestamped folder inside it: never overwrite silently."
-    out = Path(out)
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a folder")
-    if overwrite or not out.exists() or not any(out.iterdir()): return out
+    out = check_output_path(out, "--out")  # not a file, not inside the DAVIS ground truth
+    if overwrite or not out.exists() or not visible_entries(out): return out
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     candidates = (out / (f"run-{stamp}" + (f"-{k}" if k else "")) for k in range(1000))
     return next(d for d in candidates if not d.exists())
+
+REPORT_FILES = ("report.md", "report.html", "summary.json")  # what every demo report folder holds
+
+def prepare_report_dir(out_dir,                  # from `report_dir`
+                       overwrite: bool = False,  # --overwrite: delete an earlier demo report there first
+                      ) -> Path:
+    "Create and mark the report folder; `overwrite` deletes an earlier demo report, never a folder the demo did not write."
+    out_dir = check_output_path(out_dir, "--out")
+    if overwrite and out_dir.is_dir() and read_marker(out_dir) is None and any((out_dir / f).exists() for f in REPORT_FILES):
+        raise FileExistsError(f"--out {out_dir} holds a demo report from before dense-ulearn marked its outputs, which "
+                              "--overwrite does not delete: delete that folder yourself, or choose another --out")
+    return prepare_output(out_dir, "report", overwrite, "--out")
 
 # %% ../nbs/07_demo.ipynb #106fa8f2
 def demo_train_config(video_root,                 # training video (any layout the data module reads)
@@ -376,7 +390,7 @@ def demo_models(run_dir,               # training run folder (checkpoints/last.p
                 seed: int = 0,          # seed of the random baseline = the training's initialisation
                 device=None) -> dict:  # -> {"trained": DenseEncoder, "random": DenseEncoder}, eval mode
     "The final checkpoint of the run and the same architecture at the seeded initialisation the training began from."
-    device = device or resolve_device(None)
+    device = device or resolve_device(None)  # the project's device rule: a GPU when there is one
     trained = load_encoder(Path(run_dir) / "checkpoints" / "last.pt")
     return {"trained": trained.to(device).eval(), "random": build_encoder(seed=seed).to(device).eval()}
 
@@ -478,9 +492,12 @@ class DemoReport:
     def gain(self) -> float: return float(self.jf.loc["trained", "J&F-Mean"] - self.jf.loc["random", "J&F-Mean"])
 
 # %% ../nbs/07_demo.ipynb #c0aab66a
-def check_demo_args(scale: float, workers: int) -> None:
+def check_demo_args(scale: float, workers: int, sequences: list[str] | None = None) -> None:
+    "The demo's flags that need no data, checked first; each error names its flag."
     if not scale > 0: raise ValueError(f"--scale must be positive, got {scale}")
     if workers < 1: raise ValueError(f"--workers must be at least 1, got {workers}")
+    if sequences is not None and (not sequences or ("all" in sequences and len(sequences) > 1)):
+        raise ValueError(f"--sequences {','.join(sequences)}: name the sequences (e.g. blackswan,car-shadow), or all alone")
 
 def run_demo(davis_root=None, video_root=None,   # data (None: shared data if found, else synthetic)
              sequences: list[str] | None = None,  # evaluation sequences (None: `demo_dataset`'s default; ["all"]: val split)
@@ -495,16 +512,24 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
              workers: int = 1,                    # evaluation processes
              prop: PropagationConfig | None = None,
              explore: bool = True,                # add the affinity explorer's gallery (first sequence)
+             device: str | None = None,           # "cpu", "cuda", "cuda:1" (None/"auto": a GPU when there is one)
              log=print) -> DemoReport:
     "Train, propagate with the trained and the random model, evaluate both, write the report."
-    check_demo_args(scale, workers)
+    check_demo_args(scale, workers, sequences)
+    device = resolve_device(device)  # an unavailable device is an error before anything is written
+    if str(device) != str(resolve_device(None)): overrides = {**(overrides or {}), "device": str(device)}
     t_start = time.perf_counter()
+    found = find_data(davis_root, video_root)  # a wrong explicit path: an error, and nothing written yet
     out_dir = report_dir(out, overwrite)
-    data = select_demo_data(davis_root, video_root, synthetic_dir=out_dir / "data")
+    planned_video = found.video or out_dir / "data" / "synthetic-train"
+    cfg = demo_train_config(planned_video, out_dir / "run", iterations, minutes, seed, preset, overrides)  # budget errors
+    dataset = demo_dataset(found.davis, sequences, cfg.preset) if found.davis is not None else None  # unknown sequences
+    out_dir = prepare_report_dir(out_dir, overwrite)  # inputs are good: only now delete an earlier report, make the folder
+    data = select_demo_data(synthetic_dir=out_dir / "data", found=found)
     log(data.describe())
-    cfg = demo_train_config(data.video_root, out_dir / "run", iterations, minutes, seed, preset, overrides)
-    dataset = demo_dataset(data.davis_root, sequences, cfg.preset)
-    prop, device, seconds = prop or demo_propagation(), resolve_device(None), {}
+    if data.video_root != planned_video: cfg = demo_train_config(data.video_root, out_dir / "run", iterations, minutes, seed, preset, overrides)
+    if dataset is None: dataset = demo_dataset(data.davis_root, sequences, cfg.preset)
+    prop, seconds = prop or demo_propagation(), {}
     log(f"report folder: {out_dir}\ntraining {cfg.preset} for {cfg.iterations} iterations on {device} ...")
     t = time.perf_counter()
     run_dir = train(cfg, overwrite=overwrite)
@@ -545,38 +570,3 @@ def readme_picture(checkpoint,              # trained encoder checkpoint (None: 
         dirs = propagate_models(models, dataset, work / "masks", scale=1.0, overwrite=True, progress=False)
         scores = sequence_table(evaluate_models(root, dirs, dataset.names)).loc[sequence].to_dict()
         return save_figure(overlay_strip(dataset[0], dirs, scores), out)
-
-# %% ../nbs/07_demo.ipynb #1d67c4d0
-def demo_parser(p: argparse.ArgumentParser) -> None:
-    "Arguments of `dense-ulearn demo`."
-    add_data_args(p)
-    p.add_argument("--sequences", type=comma_list, default=None,
-                   help="comma-separated evaluation sequences, e.g. blackswan,car-shadow, or 'all' for the val split "
-                        f"(default with cpu-tiny: {','.join(DEFAULT_SEQUENCES['cpu-tiny'])} when the data has them, else all)")
-    p.add_argument("--iterations", type=int, default=None,
-                   help=f"training iterations (default: {DEFAULT_ITERATIONS['cpu-tiny']} with the cpu-tiny preset on CPU, "
-                        f"{DEFAULT_ITERATIONS[GPU_PRESET]} with {GPU_PRESET} on a GPU)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help=f"stop training after this many minutes even if the iterations are not done, a safety net "
-                        f"(default: {DEFAULT_MINUTES['cpu-tiny']:g} with cpu-tiny; 0: no cap)")
-    p.add_argument("--scale", type=float, default=DEFAULT_SCALE,
-                   help=f"frame scale for propagation features (default: {DEFAULT_SCALE}); masks are always upsampled "
-                        "to the original size, so J&F is at the original resolution")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation (trained and random) and the data order")
-    p.add_argument("--preset", default=None, help="training preset (default: cpu-tiny on CPU, the GPU preset with CUDA)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training setting, as `dense-ulearn train --set` (e.g. --set lr=3e-4; repeatable)")
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
-                   help=f"report folder (default: {DEFAULT_OUT}/); when it already holds files, a new timestamped "
-                        "folder inside it is used unless --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="write into --out even when it holds an earlier report")
-    p.add_argument("--workers", type=int, default=1, help="evaluation processes (default: 1)")
-    p.add_argument("--no-explore", action="store_true", help="leave out the affinity explorer's gallery (faster)")
-
-def demo_main(args: argparse.Namespace) -> int:
-    "`dense-ulearn demo`: train, propagate and evaluate both models, write the report, print where it is."
-    report = run_demo(davis_root=args.davis_root, video_root=args.video_root, sequences=args.sequences,
-                      iterations=args.iterations, minutes=args.minutes, scale=args.scale, seed=args.seed,
-                      preset=args.preset, overrides=parse_overrides(args.overrides), out=args.out, overwrite=args.overwrite, workers=args.workers, explore=not args.no_explore)
-    print(f"\nreport: {report.html.resolve()}\n        {report.md.resolve()}")
-    return 0

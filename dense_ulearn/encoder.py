@@ -19,8 +19,8 @@ import torchvision
 __all__ = ['OFFICIAL_PREFIXES', 'remove_strides', 'Backbone', 'feature_size', 'ProjectionHead', 'l2_normalize', 'DenseEncoder',
            'build_encoder', 'strip_prefix', 'encoder_keys', 'official_to_ours', 'map_official_state_dict',
            'parse_shape', 'read_key_table', 'fake_official_snapshot', 'describe_keys', 'is_official_layout',
-           'encoder_state_dict', 'numpy_safe_globals', 'load_checkpoint_file', 'load_encoder', 'add_model_args',
-           'model_from_args', 'feature_pca']
+           'encoder_state_dict', 'numpy_safe_globals', 'unreadable_reason', 'load_checkpoint_file', 'load_encoder',
+           'feature_pca']
 
 # %% ../nbs/02_encoder.ipynb #c7291e28
 def remove_strides(
@@ -198,6 +198,15 @@ def numpy_safe_globals() -> list:
     dtypes = {type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, np.bool_)}
     return [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
 
+def unreadable_reason(e: Exception) -> str:
+    "Why torch.load failed, in a few words (its own messages run over many lines)."
+    text = str(e)
+    if isinstance(e, EOFError) or "zip archive" in text: return "the file is truncated or damaged"
+    if "Unsupported global" in text: return "it holds Python objects that a safe (weights_only) load refuses"
+    if "WeightsUnpickler error:" in text: text = text.split("WeightsUnpickler error:", 1)[1]  # the line that says why
+    first = text.strip().splitlines()[0][:160] if text.strip() else ""
+    return f"the file is damaged or not a PyTorch file ({type(e).__name__}{': ' + first if first else ''})"
+
 def load_checkpoint_file(
     path:Path, # checkpoint file
     map_location="cpu", # as torch.load
@@ -207,7 +216,7 @@ def load_checkpoint_file(
     try:
         with torch.serialization.safe_globals(numpy_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+    except Exception as e: raise ValueError(f"{path}: cannot read checkpoint: {unreadable_reason(e)}") from None
 
 # %% ../nbs/02_encoder.ipynb #eb2a520b
 def load_encoder(
@@ -221,27 +230,6 @@ def load_encoder(
     try: model.load_state_dict(sd, strict=True)
     except RuntimeError as e: raise ValueError(f"{path}: checkpoint does not fit DenseEncoder: {e}") from e
     return model.eval()
-
-# %% ../nbs/02_encoder.ipynb #d9bd47a5
-def add_model_args(
-    parser:argparse.ArgumentParser, # the command's parser
-) -> None:
-    "Add `--checkpoint` / `--random-init` (mutually exclusive, one required) and `--seed`."
-    group = parser.add_argument_group("model")
-    choice = group.add_mutually_exclusive_group(required=True)
-    choice.add_argument("--checkpoint", type=Path, metavar="PATH",
-                        help="encoder weights: a dense-ulearn training checkpoint or an official snapshot (.pth)")
-    choice.add_argument("--random-init", action="store_true",
-                        help="use a randomly initialised encoder (seeded by --seed): the untrained baseline")
-    group.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default: 0)")
-
-def model_from_args(args:argparse.Namespace) -> DenseEncoder: # in eval mode
-    "The encoder the command-line options ask for."
-    if args.checkpoint is not None and args.random_init:
-        raise ValueError("give either --checkpoint or --random-init, not both")
-    if args.checkpoint is not None: return load_encoder(args.checkpoint)
-    if args.random_init: return build_encoder(args.seed).eval()
-    raise ValueError("no model given: pass --checkpoint PATH or --random-init")
 
 # %% ../nbs/02_encoder.ipynb #9f7d9973
 def feature_pca(

@@ -17,7 +17,8 @@ from scipy import ndimage
 from skimage.morphology import disk
 from tqdm.auto import tqdm
 
-from .data import VOID_ID, DavisDataset, VideoSequence, add_data_args, comma_list, read_mask, resolve_davis_root
+from .data import VOID_ID, DavisDataset, VideoSequence, first_frame_object_ids, read_mask
+from .options import check_output_path, mark_output, marked_files
 
 # %% auto #0
 __all__ = ['BOUND_TH', 'N_DECAY_BINS', 'RECALL_THRESHOLD', 'RESULT_MODES', 'PER_FRAME_COLUMNS', 'OBJECT_COLUMNS',
@@ -28,8 +29,7 @@ __all__ = ['BOUND_TH', 'N_DECAY_BINS', 'RECALL_THRESHOLD', 'RESULT_MODES', 'PER_
            'void_to_background', 'count_objects', 'frame_scores', 'check_result_folder', 'annotated_masks',
            'scored_masks', 'evaluate_sequence', 'show_frame_curve', 'per_object_table', 'global_table',
            'per_sequence_table', 'EvalResult', 'check_results_dir', 'map_sequences', 'evaluate_davis',
-           'show_sequence_bars', 'result_paths', 'is_writable', 'check_can_write', 'write_results', 'evaluate_parser',
-           'format_tables', 'evaluate_main']
+           'show_sequence_bars', 'result_paths', 'is_writable', 'check_can_write', 'write_results', 'format_tables']
 
 # %% ../nbs/06_evaluate.ipynb #c310ad97
 def _count_per_mask(x: np.ndarray):  # [...,H,W] bool -> [...] int
@@ -309,7 +309,10 @@ def evaluate_sequence(seq: VideoSequence,  # a labelled DAVIS sequence (ground t
                       exclude_first_last: bool = True,  # the DAVIS semi-supervised protocol; False scores every annotated frame
                      ) -> pd.DataFrame:  # rows (Sequence, Object, Frame, J, F), frame-major
     "Per-frame J and F of every object of one sequence."
-    n_objects = count_objects(read_mask(annotated_masks(seq)[0]))
+    first_path = annotated_masks(seq)[0]
+    first_gt = read_mask(first_path)                # [H,W]
+    first_frame_object_ids(first_gt, first_path)    # the rule propagation applies: a gap in the ids warns
+    n_objects = count_objects(first_gt)             # the official count all the same: ids 1..max id
     frames = scored_masks(seq, exclude_first_last)
     seq_dir = Path(results_dir) / seq.name
     check_result_folder(seq_dir, seq.name, frames)
@@ -387,7 +390,7 @@ def check_results_dir(results_dir) -> Path:
 
 def map_sequences(fn: Callable, seqs: Sequence, workers: int = 1, progress: bool = True, desc: str = "J&F") -> list:
     "`[fn(s) for s in seqs]` in a pool of `workers` processes (here when 1), with a progress bar; the first error cancels the rest."
-    if workers < 1: raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers < 1: raise ValueError(f"--workers must be >= 1, got {workers}")
     with tqdm(total=len(seqs), desc=desc, unit="seq", disable=not progress) as bar:
         if workers == 1 or len(seqs) <= 1:
             out = []
@@ -447,52 +450,30 @@ def is_writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 def check_can_write(out_dir, split: str = "val", overwrite: bool = False) -> None:
-    "Fail before any work when the tables could not be written: read-only folder, or files exist without `overwrite`."
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir(): raise NotADirectoryError(f"output {out_dir} is not a folder")
+    """Fail before any work when the tables could not be written: a file or the ground truth, a read-only folder,
+    tables that another tool wrote (never replaced), or earlier tables of ours without `overwrite`."""
+    out_dir = check_output_path(out_dir, "--out")
     if out_dir.is_dir() and not is_writable(out_dir):
         raise ValueError(f"output folder {out_dir} is read-only; write the tables elsewhere with --out DIR")
     existing = [p.name for p in result_paths(out_dir, split).values() if p.exists()]
+    foreign = [name for name in existing if name not in marked_files(out_dir, "scores")]
+    if foreign:
+        raise FileExistsError(f"{', '.join(foreign)} in {out_dir} {'was' if len(foreign) == 1 else 'were'} not written by "
+                              "dense-ulearn (another evaluator's?) and will not be replaced: write the tables elsewhere with --out DIR")
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already in {out_dir}; pass --overwrite to replace, or --out DIR")
 
 def write_results(result: EvalResult, out_dir, overwrite: bool = False, split: str = "val") -> dict[str, Path]:
     "Write the global, per-sequence (official names and columns), per-object and per-frame CSVs with full precision."
     check_can_write(out_dir, split, overwrite)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = result_paths(out_dir, split)
+    mark_output(out_dir, "scores", files=[p.name for p in paths.values()])  # before writing: a partial write is ours too
     for table, path in paths.items(): getattr(result, table).to_csv(path, index=False)
     return paths
 
 # %% ../nbs/06_evaluate.ipynb #e7cfa182
-def evaluate_parser(p: argparse.ArgumentParser) -> None:
-    "Arguments of `dense-ulearn evaluate`."
-    add_data_args(p)
-    p.add_argument("--results", type=Path, required=True,
-                   help="results folder: <results>/<sequence>/<frame>.png label maps (palette or single-channel 'L' PNGs of object ids)")
-    p.add_argument("--sequences", type=comma_list, default=None,
-                   help="comma-separated sequences, e.g. blackswan,cows (default: all of ImageSets/2017/<split>.txt)")
-    p.add_argument("--split", default="val", help="split file ImageSets/2017/<split>.txt and CSV suffix (default: val)")
-    p.add_argument("--workers", type=int, default=1, help="processes, one sequence each (default: 1); use your core count")
-    p.add_argument("--out", type=Path, default=None, help="folder for the CSV tables (default: the results folder)")
-    p.add_argument("--overwrite", action="store_true", help="replace tables already in the output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
 def format_tables(result: EvalResult, digits: int = 3) -> str:
     "The global and per-object tables as text (the CSVs keep full precision)."
     fmt = lambda x: f"{x:.{digits}f}"
     return "\n".join(["Global results:", result.global_.to_string(index=False, float_format=fmt), "",
                       "Per object:", result.per_object.to_string(index=False, float_format=fmt)])
-
-def evaluate_main(args: argparse.Namespace) -> int:
-    "`dense-ulearn evaluate`: score a results folder, print the tables, write the CSVs."
-    davis_root = resolve_davis_root(args)
-    results_dir = check_results_dir(args.results)
-    out_dir = args.out if args.out is not None else results_dir
-    check_can_write(out_dir, args.split, args.overwrite)  # before the work, not after
-    result = evaluate_davis(davis_root, results_dir, sequences=args.sequences, workers=args.workers, split=args.split,
-                            progress=not args.no_progress)
-    paths = write_results(result, out_dir, overwrite=args.overwrite, split=args.split)
-    print(format_tables(result))
-    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
-    return 0

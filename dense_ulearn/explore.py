@@ -19,7 +19,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .data import DAVIS_PALETTE, VideoSequence, denormalize, normalize, overlay_mask, repo_root
+from .data import DAVIS_PALETTE, VideoSequence, denormalize, normalize, overlay_mask
+from .options import repo_root
 from .encoder import build_encoder, load_encoder
 from .losses import LossConfig, anchor_colors, compute_losses
 from .propagate import PropagationConfig, context_frames, knn_reference, propagate_sequence, radius_mask, scaled_size

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -16,22 +17,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import VOID_ID, DavisDataset, normalize, read_mask, write_mask
-from .data import add_data_args, comma_list, resolve_davis_root
-from .encoder import add_model_args, model_from_args
+from .data import VOID_ID, DavisDataset, first_frame_object_ids, normalize, read_mask, write_mask
+from .options import OUTPUT_MARKER, check_output_path, mark_output, marked_files, read_marker
 
 # %% auto #0
-__all__ = ['MASKED', 'PRECISIONS', 'PropagationConfig', 'downsample_labels', 'upsample_labels', 'ReferenceGroup',
+__all__ = ['MASKED', 'PRECISIONS', 'CONFIG_FLAGS', 'PropagationConfig', 'downsample_labels', 'upsample_labels', 'ReferenceGroup',
            'reference_groups', 'paste_labels', 'merge_groups', 'context_frames', 'radius_mask', 'knn_reference',
            'knn_transfer', 'predict_reference', 'propagate_reference', 'radius_offsets', 'QueryTile', 'query_tile',
            'window_size', 'query_tiles', 'FeatureRing', 'context_blocks', 'window_scores', 'block_topk',
            'reference_topk', 'group_topk', 'frame_knn', 'propagate', 'label_bank', 'propagation_macs',
            'sequence_objects', 'scaled_size', 'sequence_features', 'propagate_sequence', 'OutputExistsError',
-           'propagate_dataset', 'resolve_device', 'propagate_parser', 'propagate_main']
+           'earlier_masks', 'propagate_dataset']
 
 # %% ../nbs/05_propagate.ipynb #b6d3690e
 MASKED = -1e10  # the reference's additive affinity for short-term candidates outside the radius (§5.4)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # feature dtype of each precision
+CONFIG_FLAGS = ("topk", "radius", "temperature", "context", "precision")  # fields `dense-ulearn propagate` sets by flag
 
 @dataclass
 class PropagationConfig:
@@ -48,12 +49,13 @@ class PropagationConfig:
     precision: str = "fp32"    # propagate_sequence: "fp32", or "bf16"/"fp16" features and affinities (soft masks stay fp32)
 
     def __post_init__(self):
+        flag = lambda name: f"--{name}" if name in CONFIG_FLAGS else f"PropagationConfig.{name}"  # what the user typed
         for name in ("topk", "context", "query_chunk", "tile", "ref_chunk", "frame_batch"):
-            if getattr(self, name) < 1: raise ValueError(f"PropagationConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.radius > 0: raise ValueError(f"PropagationConfig.radius must be > 0, got {self.radius}")
-        if not self.temperature > 0: raise ValueError(f"PropagationConfig.temperature must be > 0, got {self.temperature}")
+            if getattr(self, name) < 1: raise ValueError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
+        if not self.radius > 0: raise ValueError(f"{flag('radius')} must be > 0, got {self.radius}")
+        if not self.temperature > 0: raise ValueError(f"{flag('temperature')} must be > 0, got {self.temperature}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"PropagationConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ValueError(f"{flag('precision')} must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 # %% ../nbs/05_propagate.ipynb #4588232a
 def downsample_labels(
@@ -387,15 +389,21 @@ def sequence_objects(seq, # a VideoSequence with masks
                     ) -> tuple[list[int], dict]: # object ids (sorted), t0 -> [H,W] int64 channel map of the objects new at t0
     "Object ids and the channel maps of the first-appearance frames; clear errors for missing or mis-sized masks."
     ids = sorted(int(i) for i in seq.object_ids)
-    if max_objects is not None and len(ids) > max_objects:
-        raise ValueError(f"{seq.name} has {len(ids)} objects {ids}, more than max_objects={max_objects}")
-    first = {}
+    masks = {}  # t0 -> [H,W] ids of a first-appearance frame
     for t0 in sorted({0, *(seq.first_appearance.get(i, 0) for i in ids)}):
         mask = seq.mask(t0)
         if mask is None:
             raise FileNotFoundError(f"{seq.name}: the mask of frame {t0} ({seq.frame_paths[t0].stem}), where objects first appear, is missing")
         if tuple(mask.shape) != tuple(seq.size):
             raise ValueError(f"{seq.name}: mask of frame {t0} is {mask.shape[0]}x{mask.shape[1]} but the frames are {seq.size[0]}x{seq.size[1]}")
+        masks[t0] = mask
+    if all(seq.first_appearance.get(i, 0) == 0 for i in ids):  # every object in frame 0 (DAVIS): evaluation's rule, gaps warn
+        ids = first_frame_object_ids(masks[0], seq.mask_paths[0])
+    if max_objects is not None and len(ids) > max_objects:
+        raise ValueError(f"{seq.name} has {len(ids)} objects {ids}, more than --max-objects {max_objects} allows "
+                         f"(max_objects={max_objects}): raise the limit or leave it out")
+    first = {}
+    for t0, mask in masks.items():
         lut = np.zeros(256, np.int64)  # id -> channel; void, background and older ids -> 0
         for c, i in enumerate(ids, 1): lut[i] = c if seq.first_appearance.get(i, 0) == t0 else 0
         first[t0] = torch.from_numpy(lut[mask])
@@ -444,64 +452,58 @@ def propagate_sequence(model, # DenseEncoder (put in eval mode here)
 
 # %% ../nbs/05_propagate.ipynb #32b99cc4
 class OutputExistsError(FileExistsError):
-    "The output folder of a sequence already holds PNGs (pass overwrite=True / --overwrite)."
+    "The results folder already holds masks of these sequences from an earlier run (pass --overwrite)."
+
+def _names(names, most: int = 3) -> str:
+    "'a, b, c and 2 more': a list of names for a one-line message."
+    names = list(names)
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+def earlier_masks(out_dir:Path, # the results folder
+                  names:Sequence[str], # the sequences about to be written
+                  overwrite:bool=False,
+                 ) -> dict[str, list[Path]]: # sequence -> its PNGs that the run will replace
+    "The PNGs a run would replace; refuses (one line, nothing touched) PNGs the project did not write, or any without `overwrite`."
+    for n in names:
+        if (out_dir / n).exists() and not (out_dir / n).is_dir():
+            raise NotADirectoryError(f"--out {out_dir}: {out_dir / n} is a file, not a sequence folder; choose another --out folder")
+    taken = {n: sorted((out_dir / n).glob("*.png")) for n in names}
+    taken = {n: pngs for n, pngs in taken.items() if pngs}
+    if not taken: return {}
+    foreign = [n for n in taken if n not in marked_files(out_dir, "masks")]
+    if foreign:
+        why = "it has no " + OUTPUT_MARKER if read_marker(out_dir) is None else f"its {OUTPUT_MARKER} does not list them"
+        raise FileExistsError(f"--out {out_dir}: {_names(foreign)} already hold PNGs that dense-ulearn did not write ({why}): "
+                              "nothing was replaced; choose another --out folder")
+    if not overwrite:
+        raise OutputExistsError(f"--out {out_dir} already holds masks of {_names(taken)} from an earlier run: pass "
+                                "--overwrite to replace them, or choose another --out folder")
+    return taken
 
 def propagate_dataset(model, # DenseEncoder
                       dataset, # DavisDataset (or any list of labelled VideoSequence)
                       out_dir, # results folder: out_dir/<seq>/<frame>.png
                       cfg:PropagationConfig | None=None, # default: PropagationConfig()
-                      scale:float=1.0, overwrite:bool=False,
+                      scale:float=1.0,
+                      overwrite:bool=False, # replace the PNG folders of these sequences, if an earlier run wrote them
                       sequences:Sequence[str] | None=None, # names; None: every sequence
                       device=None, progress:bool=True,
                      ) -> Path: # out_dir
-    "Propagate every sequence and write DAVIS palette PNGs named after the frames."
+    "Propagate every sequence and write DAVIS palette PNGs named after the frames; the folder's marker lists them."
     cfg = cfg or PropagationConfig()
     from tqdm.auto import tqdm
-    out_dir = Path(out_dir)
+    out_dir = check_output_path(out_dir, "--out")
     seqs = [s for s in dataset if sequences is None or s.name in set(sequences)]
-    missing = set(sequences or ()) - {s.name for s in seqs}
-    if missing: raise FileNotFoundError(f"sequences not in the dataset: {sorted(missing)}")
-    taken = [out_dir / s.name for s in seqs if any((out_dir / s.name).glob("*.png"))]
-    if taken and not overwrite: raise OutputExistsError(f"{taken[0]} already holds PNGs; pass overwrite=True (--overwrite) to replace them")
+    missing = [n for n in dict.fromkeys(sequences or ()) if n not in {s.name for s in seqs}]
+    if missing:
+        raise FileNotFoundError(f"--sequences {','.join(missing)}: not in the dataset (it has {_names([s.name for s in dataset], 10)})")
+    earlier = earlier_masks(out_dir, [s.name for s in seqs], overwrite)
+    mark_output(out_dir, "masks", files=[s.name for s in seqs])  # before the first PNG: a partial run is ours too
     for seq in seqs:
+        if seq.name in earlier:
+            for png in earlier[seq.name]: png.unlink(missing_ok=True)
+            print(f"replaced {out_dir / seq.name}: deleted {len(earlier[seq.name])} PNGs of an earlier run", file=sys.stderr)
         with tqdm(total=len(seq), desc=seq.name, unit="frame", disable=not progress) as bar:
             for path, labels in zip(seq.frame_paths, propagate_sequence(model, seq, cfg, scale, device)):
                 write_mask(out_dir / seq.name / f"{path.stem}.png", labels); bar.update()
     return out_dir
-
-# %% ../nbs/05_propagate.ipynb #3d03149d
-def resolve_device(name:str | None) -> torch.device:
-    "`--device` (cpu, cuda, cuda:1, ...); default cuda when available."
-    if name is None: return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available(): raise ValueError(f"--device {name}: CUDA is not available")
-    return dev
-
-def propagate_parser(p:argparse.ArgumentParser) -> None:
-    "Arguments of `dense-ulearn propagate`."
-    add_model_args(p); add_data_args(p)
-    d = PropagationConfig()
-    p.add_argument("--sequences", type=comma_list, default=None, help="comma-separated sequence names (default: every sequence of --split)")
-    p.add_argument("--split", default="val", help="DAVIS split file ImageSets/2017/<split>.txt (default: val)")
-    p.add_argument("--out", type=Path, required=True, help="results folder; writes <out>/<sequence>/<frame>.png")
-    p.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor before the encoder; masks are always written at the original size (default: 1)")
-    p.add_argument("--overwrite", action="store_true", help="replace PNGs already in <out>/<sequence>")
-    p.add_argument("--max-objects", type=int, default=None, help="refuse sequences with more objects (default: no limit)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--topk", type=int, default=d.topk, help=f"neighbours per cell (default: {d.topk})")
-    p.add_argument("--radius", type=float, default=d.radius, help=f"short-term radius in feature cells (default: {d.radius})")
-    p.add_argument("--temperature", type=float, default=d.temperature, help=f"softmax temperature (default: {d.temperature})")
-    p.add_argument("--context", type=int, default=d.context, help=f"short-term context frames (default: {d.context})")
-    p.add_argument("--precision", choices=list(PRECISIONS), default=d.precision,
-                   help="features and affinities in fp32, or bf16/fp16 (faster on GPUs; soft masks stay fp32; default: fp32)")
-
-def propagate_main(args:argparse.Namespace) -> int:
-    "Run `dense-ulearn propagate`: load the model, propagate the sequences, write PNGs."
-    if not args.scale > 0: raise ValueError(f"--scale must be > 0, got {args.scale}")
-    cfg = PropagationConfig(topk=args.topk, radius=args.radius, temperature=args.temperature, context=args.context,
-                            max_objects=args.max_objects, precision=args.precision)
-    device = resolve_device(args.device)
-    dataset = DavisDataset(resolve_davis_root(args), split=args.split, sequences=args.sequences)
-    out = propagate_dataset(model_from_args(args), dataset, args.out, cfg, args.scale, args.overwrite, device=device)
-    print(f"wrote {len(dataset)} sequence(s) to {out}")
-    return 0

@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -42,25 +43,28 @@ from torch.utils.data import DataLoader, Dataset
 
 import dense_ulearn
 from .augment import make_aug_view
-from dense_ulearn.data import (
-    ClipDataset, DavisDataset, add_data_args, denormalize, make_synthetic_davis, open_videos, resolve_video_root,
-    shared_paths)
-from .encoder import build_encoder, load_encoder
+from .data import (
+    CROP_MODES, SAMPLINGS, ClipDataset, DavisDataset, denormalize, make_synthetic_davis, open_videos,
+    worker_error_message)
+from .options import (
+    OUTPUT_MARKER, check_output_path, explicit_path, mark_output, read_marker, remove_output, resolve_device,
+    find_data, visible_entries)
+from .encoder import build_encoder, load_checkpoint_file, load_encoder
 from .losses import (
     LossConfig, anchor_colors, anchor_positions, compute_losses, cross_view_loss, encode_views, space_time_loss)
 
 # %% auto #0
 __all__ = ['PRESETS', 'SEED_STREAMS', 'CHECKPOINT_FORMAT', 'TrainConfig', 'coerce_value', 'apply_settings', 'parse_overrides',
-           'read_config_file', 'load_config', 'iterations_per_epoch', 'resolve_schedule', 'param_groups',
-           'build_optimizer', 'build_scheduler', 'derive_seed', 'epoch_order', 'EpochBatchSampler', 'EpochKeyed',
-           'select_videos', 'training_videos', 'clip_dataset', 'make_loader', 'rng_state', 'set_rng_state', 'to_plain',
-           'atomic_save', 'make_checkpoint', 'load_checkpoint', 'environment_versions', 'git_revision', 'DistInfo',
-           'setup_distributed', 'gather_rows', 'DistributedBatchNorm2d', 'synchronise_batchnorm', 'batch_losses',
-           'speed_options', 'TrainForward', 'pseudo_label_colours', 'pseudo_label_panel', 'RunLogger',
-           'validation_root', 'check_validation', 'validate', 'NonFiniteLossError', 'StopRequest', 'TrainHooks',
-           'training_device', 'is_run_folder', 'prepare_run_dir', 'initial_encoder', 'restore_checkpoint',
-           'training_module', 'write_run_record', 'resume_config', 'gradient_norm', 'train_step', 'train',
-           'best_validation_score', 'train_parser', 'config_from_args', 'train_main']
+           'read_config_file', 'load_config', 'check_config', 'iterations_per_epoch', 'resolve_schedule',
+           'param_groups', 'build_optimizer', 'build_scheduler', 'derive_seed', 'epoch_order', 'EpochBatchSampler',
+           'EpochKeyed', 'select_videos', 'training_videos', 'clip_dataset', 'make_loader', 'rng_state',
+           'set_rng_state', 'to_plain', 'atomic_save', 'make_checkpoint', 'load_checkpoint', 'environment_versions',
+           'git_revision', 'DistInfo', 'setup_distributed', 'gather_rows', 'DistributedBatchNorm2d',
+           'synchronise_batchnorm', 'batch_losses', 'speed_options', 'TrainForward', 'pseudo_label_colours',
+           'pseudo_label_panel', 'RunLogger', 'validation_root', 'check_validation', 'validate', 'NonFiniteLossError',
+           'StopRequest', 'TrainHooks', 'training_device', 'is_run_folder', 'prepare_run_dir', 'initial_encoder',
+           'newest_intact_snapshot', 'read_resume_checkpoint', 'restore_checkpoint', 'training_module',
+           'write_run_record', 'resume_config', 'gradient_norm', 'train_step', 'train', 'best_validation_score']
 
 # %% ../nbs/04_train.ipynb #64891617
 @dataclass
@@ -237,13 +241,27 @@ def parse_overrides(overrides) -> dict:
     return nested
 
 # %% ../nbs/04_train.ipynb #eb2accf3
+def _read_structured(path: Path, what: str):
+    "The parsed YAML or TOML of `path`; a syntax error is one line naming the file and the line and column."
+    try:
+        text = path.read_text(encoding="utf-8")
+        return tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except UnicodeDecodeError as e: raise ValueError(f"{what} {path}: not a text file (byte {e.start} is not UTF-8)") from None
+    except tomllib.TOMLDecodeError as e: raise ValueError(f"{what} {path}: not valid TOML: {e}") from None
+    except yaml.YAMLError as e:
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or str(e).splitlines()[0]
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        start = getattr(e, "context_mark", None)
+        context = f" ({e.context} from line {start.line + 1})" if start is not None and e.context else ""
+        raise ValueError(f"{what} {path}: not valid YAML{where}: {problem}{context}") from None
+
 def read_config_file(path) -> dict:
     "Settings from a YAML (.yaml/.yml) or TOML (.toml) file; a run's config.yaml contributes its `config:` section."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"config file not found: {path}")
-    if path.suffix == ".toml": data = tomllib.loads(path.read_text())
-    elif path.suffix in (".yaml", ".yml"): data = yaml.safe_load(path.read_text()) or {}
-    else: raise ValueError(f"config file {path}: use a .yaml, .yml or .toml file")
+    if path.suffix not in (".toml", ".yaml", ".yml"): raise ValueError(f"config file {path}: use a .yaml, .yml or .toml file")
+    data = _read_structured(path, "config file")
+    data = {} if data is None else data
     if not isinstance(data, dict): raise ValueError(f"config file {path}: expected a mapping of settings")
     return data["config"] if isinstance(data.get("config"), dict) else data
 
@@ -252,19 +270,119 @@ def load_config(
     file=None,  # YAML/TOML file of settings applied on top of the preset
     overrides=None,  # ["key=value", ...] or a dict, applied last
 ) -> TrainConfig:
-    "A preset with a settings file and overrides applied, every value type-checked."
+    "A preset with a settings file and overrides applied, every value type-checked and range-checked."
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     cfg = copy.deepcopy(PRESETS[preset])
-    if file is not None: cfg = apply_settings(cfg, read_config_file(file))
+    if file is not None:
+        settings = read_config_file(file)
+        try: cfg = apply_settings(cfg, settings)
+        except ValueError as e: raise ValueError(f"config file {file}: {e}") from None
     if overrides: cfg = apply_settings(cfg, parse_overrides(overrides))
+    return check_config(cfg)
+
+# %% ../nbs/04_train.ipynb #ba82a378
+def _whole(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
+def _real(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _text(v) -> bool: return isinstance(v, str) and v.strip() != ""
+def _at_least(lo) -> Callable: return lambda v: _whole(v) and v >= lo
+def _above(lo) -> Callable: return lambda v: _real(v) and v > lo
+def _from(lo) -> Callable: return lambda v: _real(v) and v >= lo
+def _unit(v) -> bool: return _real(v) and 0 <= v < 1
+def _pair(test) -> Callable: return lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(map(test, v))
+def _or_none(rule: tuple) -> tuple: return (lambda v: v is None or rule[0](v), rule[1] + " or null", rule[2])
+def _choice(*names) -> tuple: return (lambda v: v in names, "one of " + ", ".join(names), names[0])
+
+_POSITIVE_INT, _COUNT = (_at_least(1), "a positive integer", "N"), (_at_least(0), "an integer >= 0", "N")
+_POSITIVE, _NONNEGATIVE = (_above(0), "a positive number", "X"), (_from(0), "a number >= 0", "X")
+_BOOL = (lambda v: isinstance(v, bool), "true or false", "true")
+_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+_SETTING_RULES = {  # key as written in --set: (test, what the value must be, a placeholder for the fix)
+    "name": (_text, "a non-empty folder name", "NAME"), "runs_dir": (_text, "a non-empty folder path", "DIR"),
+    "preset": (lambda v: isinstance(v, str), "a name", "NAME"),
+    "seed": (lambda v: _whole(v) and 0 <= v < 2 ** 63, "an integer from 0 to 2**63-1", "N"),
+    "device": (lambda v: isinstance(v, str) and _DEVICE_NAME.fullmatch(v) is not None, "auto, cpu, cuda, cuda:N or mps", "cpu"),
+    "cpu_threads": _or_none(_POSITIVE_INT), "video_root": _or_none((_text, "a folder", "DIR")),
+    "sequences": _or_none((lambda v: isinstance(v, list) and len(v) > 0 and all(map(_text, v)),
+                           "a non-empty list of video names", "[a,b]")),
+    "synthetic_videos": _POSITIVE_INT, "synthetic_frames": _POSITIVE_INT,
+    "synthetic_size": (_pair(_at_least(1)), "two positive integers [H, W]", "[H,W]"),
+    "frames_per_clip": (_at_least(2), "an integer >= 2 (the anchor frame and at least one more)", "N"),
+    "frame_gap": _POSITIVE_INT, "sampling": _choice(*SAMPLINGS),
+    "short_side": (lambda v: _pair(_at_least(1))(v) and v[0] <= v[1], "two positive integers [lo, hi] with lo <= hi", "[LO,HI]"),
+    "crop": _POSITIVE_INT, "crop_mode": _choice(*CROP_MODES), "fast_decode": _BOOL, "clips_per_video": _POSITIVE_INT,
+    "batch_size": _POSITIVE_INT, "workers": _COUNT, "pin_memory": _or_none(_BOOL), "prefetch_factor": _POSITIVE_INT,
+    "loss.temperature": _POSITIVE, "loss.anchor_grid": _POSITIVE_INT, "loss.cv_grid": _POSITIVE_INT,
+    "loss.cv_weight": _NONNEGATIVE,
+    "optimizer": _choice("adam", "sgd"), "lr": _POSITIVE,
+    "betas": (_pair(_unit), "two numbers in [0, 1)", "[0.5,0.999]"), "eps": _NONNEGATIVE,
+    "momentum": (_unit, "a number in [0, 1)", "0.9"), "weight_decay": _NONNEGATIVE, "bias_lr_mult": _NONNEGATIVE,
+    "bias_weight_decay": _NONNEGATIVE, "grad_clip": _or_none(_POSITIVE),
+    "iterations": _or_none(_POSITIVE_INT), "epochs": _or_none(_POSITIVE), "lr_gamma": _POSITIVE,
+    "lr_decay_every": _or_none(_POSITIVE_INT), "lr_decay_every_epochs": _or_none(_POSITIVE),
+    "max_minutes": _or_none(_POSITIVE), "init_checkpoint": _or_none((_text, "a checkpoint file", "FILE")),
+    "amp_bf16": _or_none(_BOOL), "channels_last": _or_none(_BOOL), "fused_optimizer": _or_none(_BOOL), "compile": _BOOL,
+    "log_every": _POSITIVE_INT, "image_every": _COUNT, "ckpt_every": _COUNT, "progress": _BOOL,
+    "val_every": _or_none(_POSITIVE_INT), "val_every_epochs": _or_none(_POSITIVE),
+    "val_davis_root": _or_none((_text, "a DAVIS folder", "DIR")),
+    "val_sequences": (lambda v: isinstance(v, list) and all(map(_text, v)), "a list of sequence names", "[a,b]"),
+    "val_scale": _POSITIVE,
+}
+_SETTING_FLAGS = {"iterations": "--iterations", "seed": "--seed", "device": "--device", "workers": "--workers",
+                  "init_checkpoint": "--checkpoint", "video_root": "--video-root", "val_davis_root": "--davis-root"}
+
+def _shown(value) -> str:
+    "A setting as it is written in --set or YAML."
+    if isinstance(value, tuple): value = list(value)
+    return json.dumps(value, default=str) if isinstance(value, (bool, type(None), list, str)) else repr(value)
+
+def _how(key: str, slot: str) -> str:
+    "How a user sets `key`: its flag, if it has one, and --set."
+    flag = _SETTING_FLAGS.get(key)
+    return (f"{flag} {slot} or " if flag else "") + f"--set {key}={slot}"
+
+def _setting_relations(cfg: TrainConfig) -> str | None:
+    "The first contradiction between settings that are each valid on their own (None: none)."
+    crop, feature = cfg.crop, -(-cfg.crop // 8)  # the encoder's feature map has stride 8
+    if cfg.short_side[0] < crop:
+        return (f"short_side = {_shown(cfg.short_side)} is smaller than crop = {crop}: frames are resized to the short "
+                f"side and then cropped (--set short_side=[{crop},{max(crop, cfg.short_side[1])}] or --set crop=N)")
+    for key in ("anchor_grid", "cv_grid"):
+        grid = getattr(cfg.loss, key)
+        if grid > feature:
+            return (f"loss.{key} = {grid} does not fit crop = {crop}: its feature map has {feature}x{feature} cells, "
+                    f"so the grid can be at most {feature} (--set loss.{key}=N or a larger crop)")
+    if cfg.video_root is None:  # the synthetic videos are used
+        if cfg.synthetic_frames < cfg.frames_per_clip:
+            return (f"synthetic_frames = {cfg.synthetic_frames} is fewer than frames_per_clip = {cfg.frames_per_clip}"
+                    f" (--set synthetic_frames=N)")
+        if min(cfg.synthetic_size) < crop:
+            return (f"synthetic_size = {_shown(cfg.synthetic_size)} is smaller than crop = {crop} "
+                    f"(--set synthetic_size=[{max(crop, cfg.synthetic_size[0])},{max(crop, cfg.synthetic_size[1])}])")
+    if cfg.iterations is None and cfg.epochs is None:
+        return "iterations and epochs are both null: no budget (--iterations N or --set epochs=E)"
+    if (cfg.val_every is not None or cfg.val_every_epochs is not None) and not cfg.val_sequences:
+        return ("val_sequences = []: validation needs at least one sequence (--set val_sequences=[a,b], or turn "
+                "validation off with --set val_every_epochs=null)")
+    return None
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    "`cfg` if every setting is in range, else a one-line ValueError naming the first bad key, its value and the fix."
+    if not isinstance(cfg, TrainConfig) or not isinstance(cfg.loss, LossConfig):
+        raise ValueError(f"expected a TrainConfig with a LossConfig in .loss, got {type(cfg).__name__}")
+    for key, (test, must, slot) in _SETTING_RULES.items():
+        value = getattr(cfg.loss, key[5:]) if key.startswith("loss.") else getattr(cfg, key)
+        if not test(value): raise ValueError(f"{key} = {_shown(value)}: must be {must} ({_how(key, slot)})")
+    problem = _setting_relations(cfg)
+    if problem is not None: raise ValueError(problem)
     return cfg
 
 # %% ../nbs/04_train.ipynb #b21f76db
 def iterations_per_epoch(n_clips: int, batch_size: int) -> int:
     "⌊clips / batch⌋ (drop_last, as the reference); fails when an epoch cannot fill one batch."
     if n_clips < batch_size:
-        raise ValueError(f"only {n_clips} clips per epoch for a batch of {batch_size}: raise clips_per_video "
-                         "or lower batch_size")
+        raise ValueError(f"only {n_clips} clips per epoch for batch_size = {batch_size}: raise clips_per_video "
+                         "(--set clips_per_video=N) or lower batch_size (--set batch_size=N)")
     return n_clips // batch_size
 
 def _in_iterations(iters, epochs, per_epoch: int) -> int | None:
@@ -275,7 +393,7 @@ def _in_iterations(iters, epochs, per_epoch: int) -> int | None:
 def resolve_schedule(cfg: TrainConfig, per_epoch: int) -> TrainConfig:
     "Fill `iterations`, `lr_decay_every` and `val_every` (iterations) from their epoch versions."
     iterations = _in_iterations(cfg.iterations, cfg.epochs, per_epoch)
-    if iterations is None: raise ValueError("no budget: set iterations or epochs")
+    if iterations is None: raise ValueError("no budget: iterations and epochs are both null (--iterations N or --set epochs=E)")
     return replace(cfg, iterations=iterations,
                    lr_decay_every=_in_iterations(cfg.lr_decay_every, cfg.lr_decay_every_epochs, per_epoch),
                    val_every=_in_iterations(cfg.val_every, cfg.val_every_epochs, per_epoch))
@@ -324,7 +442,9 @@ def epoch_order(n_items: int, seed: int, epoch: int) -> torch.Tensor:
 class EpochBatchSampler:
     "Batches of (epoch, index) keys from step `start_step` on, forever; this rank's share of each global batch."
     def __init__(self, n_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0):
-        if batch_size % world_size: raise ValueError(f"batch_size {batch_size} is not divisible by {world_size} processes")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size = {batch_size} is not divisible by the {world_size} processes, which take equal "
+                             "shares (--set batch_size=N)")
         self.n_items, self.batch_size, self.seed, self.start_step = n_items, batch_size, seed, start_step
         self.per_epoch = iterations_per_epoch(n_items, batch_size)
         self.share = batch_size // world_size  # clips per rank
@@ -359,12 +479,13 @@ def select_videos(videos, names: list[str] | None) -> list:
     if names is None: return videos
     by_name = {v.name: v for v in videos}
     missing = [n for n in names if n not in by_name]
-    if missing: raise ValueError(f"videos not found: {missing} (have: {sorted(by_name)})")
+    if missing: raise ValueError(f"sequences: videos not found: {missing} (have: {sorted(by_name)}); "
+                                 "fix --set sequences=[a,b]")
     return [by_name[n] for n in names]
 
 def training_videos(cfg: TrainConfig, run_dir: Path) -> list:
     "The training videos: `cfg.video_root` (any layout), or synthetic ones written once into the run folder."
-    root = Path(cfg.video_root) if cfg.video_root is not None else run_dir / "synthetic-videos"
+    root = explicit_path(cfg.video_root, "--video-root") if cfg.video_root is not None else run_dir / "synthetic-videos"
     if cfg.video_root is None and not root.is_dir():
         make_synthetic_davis(root, n_videos=cfg.synthetic_videos, n_frames=cfg.synthetic_frames,
                              size=tuple(cfg.synthetic_size), seed=cfg.seed)
@@ -435,10 +556,9 @@ def make_checkpoint(model: nn.Module, optimizer, scheduler, step: int, cfg: Trai
             "versions": environment_versions()}
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    "A dense-ulearn training checkpoint, read with weights_only=True; fails naming the file."
+    "A dense-ulearn training checkpoint, read with weights_only=True; fails in one line naming the file."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = load_checkpoint_file(path, map_location)  # one line naming the file when it cannot be read
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a dense-ulearn training checkpoint (use it with --checkpoint instead)")
     return ckpt
@@ -642,12 +762,11 @@ class RunLogger:
 
 # %% ../nbs/04_train.ipynb #1a8e96c5
 def validation_root(cfg: TrainConfig) -> Path:
-    "The DAVIS root for validation: `val_davis_root`, else the shared davis2017-mini."
-    if cfg.val_davis_root is not None: return Path(cfg.val_davis_root)
-    sp = shared_paths()
-    if sp is None: raise FileNotFoundError("validation needs DAVIS: set val_davis_root (--davis-root) or "
-                                           "turn validation off (--set val_every_epochs=null)")
-    return sp.davis
+    "The DAVIS root for validation: `val_davis_root` (--davis-root), else the project's data rule (`find_data`)."
+    davis = find_data(davis_root=cfg.val_davis_root).davis
+    if davis is None: raise FileNotFoundError("validation needs DAVIS: pass --davis-root DIR (or unpack DAVIS into "
+                                              "data/DAVIS), or turn validation off (--set val_every_epochs=null)")
+    return davis
 
 def check_validation(cfg: TrainConfig) -> None:
     "Fail early if validation is asked for but cannot run."
@@ -705,10 +824,10 @@ class TrainHooks:
     on_step_end: Callable[[int, nn.Module, dict], None] | None = None  # (completed steps, encoder, losses)
 
 def training_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
-    "cfg.device, with 'auto' = this rank's GPU if there is one, else the CPU."
+    "cfg.device, with 'auto' = this rank's GPU if there is one, else the CPU; a device this machine lacks is an error."
     if cfg.device == "auto":
         device = torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    else: device = torch.device(cfg.device)
+    else: device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.cpu_threads is not None: torch.set_num_threads(cfg.cpu_threads)
     if device.type == "cuda":
         if device.index is None: device = torch.device("cuda", info.local_rank)
@@ -717,24 +836,63 @@ def training_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
     return device
 
 def is_run_folder(path: Path) -> bool:
-    "A folder that `train` made (safe to replace with --overwrite)."
-    return (path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
+    "A run folder that `train` wrote: it carries the project's output marker of kind 'run' (only such folders are deleted)."
+    record = read_marker(path)
+    return record is not None and record.get("kind") == "run"
+
+def _older_run_folder(path: Path) -> bool:
+    "A run folder written before the marker existed (config.yaml and checkpoints/last.pt, no marker): resumable, never deleted."
+    return read_marker(path) is None and (path / "config.yaml").is_file() and (path / "checkpoints" / "last.pt").is_file()
+
+def _start_again(run_dir: Path) -> str:
+    "How to start a run afresh in `run_dir`."
+    if is_run_folder(run_dir): return "start it again with --overwrite / overwrite=True"
+    return f"delete it yourself (rm -r {shlex.quote(str(run_dir))}) and start again"
+
+def _no_resume_point(run_dir: Path) -> str:
+    "What to do when checkpoints/last.pt is missing or damaged: copy back the newest intact snapshot, else start again."
+    last = run_dir / "checkpoints" / "last.pt"
+    snapshot = newest_intact_snapshot(last.parent)
+    if snapshot is None: return f"there is no intact checkpoints/step_N.pt to go back to: {_start_again(run_dir)}"
+    q = lambda p: shlex.quote(str(p))
+    return (f"the newest intact snapshot is {snapshot.name}: cp {q(snapshot)} {q(last)}, then --resume {q(run_dir)} "
+            "again")
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    "Raise if `run_dir` may not be used as asked (the same verdict on every rank; nothing is changed)."
+    check_output_path(run_dir, "run folder")
+    if resume:
+        if not run_dir.is_dir(): raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoints/last.pt (no such folder)")
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoints/last.pt in it; {_no_resume_point(run_dir)}")
+        return
+    if not run_dir.is_dir() or not visible_entries(run_dir): return  # new or empty: ours to fill
+    record, kept = read_marker(run_dir), ": nothing was deleted" if overwrite else ""
+    if record is not None and record.get("kind") != "run":
+        raise FileExistsError(f"{run_dir} holds a dense-ulearn {record.get('kind')} output, not a training run{kept}; "
+                              "choose another --out (runs_dir/name)")
+    if record is None and _older_run_folder(run_dir):
+        never = ", so --overwrite does not delete it (nothing was deleted)" if overwrite else ""
+        raise FileExistsError(f"run folder {run_dir} already exists and was written before dense-ulearn marked its "
+                              f"folders (no {OUTPUT_MARKER}){never}: continue it with --resume {run_dir}, or delete "
+                              f"it yourself (rm -r {shlex.quote(str(run_dir))}) and run again")
+    if record is None:
+        raise FileExistsError(f"run folder {run_dir} already exists and is not a dense-ulearn run folder (no "
+                              f"{OUTPUT_MARKER}; a checkpoints/ folder or config.yaml is no proof){kept}; choose "
+                              "another --out (runs_dir/name), or move its files away")
+    if not overwrite:
+        raise FileExistsError(f"run folder {run_dir} already exists: pass --overwrite / overwrite=True to replace it, "
+                              f"or --resume {run_dir} / resume=True to continue it")
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, info: DistInfo) -> Path:
-    "Check the run folder on every rank (same verdict everywhere), then rank 0 creates or clears it."
-    if resume:
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoints/last.pt in it")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"run folder {run_dir} already exists: pass --overwrite to replace it, "
-                                  f"or --resume {run_dir} to continue it")
-        if not is_run_folder(run_dir):
-            raise FileExistsError(f"{run_dir} is not a dense-ulearn run folder (no config.yaml or checkpoints/): "
-                                  "refusing to delete it")
+    "Check the run folder on every rank (same verdict everywhere), then rank 0 creates and marks it, or replaces ours."
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, resume, overwrite)
     info.barrier()
     if info.is_main:
-        if overwrite and not resume and run_dir.exists(): shutil.rmtree(run_dir)
+        if not resume:
+            if overwrite and is_run_folder(run_dir) and visible_entries(run_dir): remove_output(run_dir, "run")
+            mark_output(run_dir, "run")
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     info.barrier()
     return run_dir
@@ -743,12 +901,36 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, info: DistInfo
 def initial_encoder(cfg: TrainConfig) -> nn.Module:
     "The seeded random encoder, or the weights of `init_checkpoint` (ours or an official snapshot)."
     encoder = build_encoder(seed=cfg.seed)
-    if cfg.init_checkpoint is not None: encoder.load_state_dict(load_encoder(cfg.init_checkpoint).state_dict())
+    if cfg.init_checkpoint is not None: encoder.load_state_dict(_initial_weights(cfg.init_checkpoint).state_dict())
     return encoder.train()
 
-def restore_checkpoint(path: Path, encoder, optimizer, scheduler, cfg: TrainConfig) -> int:
-    "Load model, optimiser, scheduler and RNG states from `path`; returns the number of completed steps."
-    ckpt = load_checkpoint(path)
+def _initial_weights(path) -> nn.Module:
+    "The encoder in `--checkpoint`; a missing, unreadable or unfitting file is one line naming the flag and the file."
+    try: return load_encoder(path)
+    except FileNotFoundError: raise FileNotFoundError(f"--checkpoint {path}: no such file") from None
+    except ValueError as e:
+        why = " ".join(str(e).split()).removeprefix(f"{path}: ")  # one line (a shape mismatch lists many keys)
+        raise ValueError(f"--checkpoint {path}: {why}") from None
+
+def newest_intact_snapshot(ckpt_dir) -> Path | None:
+    "The newest `step_<N>.pt` in `ckpt_dir` that loads as a training checkpoint; None when there is none."
+    steps = [(int(m.group(1)), p) for p in Path(ckpt_dir).glob("step_*.pt") if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))]
+    for _, path in sorted(steps, reverse=True):
+        try: load_checkpoint(path)
+        except (ValueError, FileNotFoundError): continue
+        return path
+    return None
+
+def read_resume_checkpoint(run_dir) -> dict:
+    "`checkpoints/last.pt` of a run; a damaged one is a one-line error naming it and the fix (an intact snapshot to copy back)."
+    run_dir = Path(run_dir)
+    try: return load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    except (ValueError, FileNotFoundError) as e: problem = str(e)
+    raise ValueError(f"cannot resume {run_dir}: {problem}; {_no_resume_point(run_dir)}")
+
+def restore_checkpoint(path: Path, encoder, optimizer, scheduler, cfg: TrainConfig, ckpt: dict | None = None) -> int:
+    "Load model, optimiser, scheduler and RNG states from `path` (or `ckpt`, already read from it); returns the steps done."
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     encoder.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -771,8 +953,8 @@ _YAML_NO_FOLDING = 1 << 30  # yaml folds strings at 80 columns by default; keep 
 def write_run_record(run_dir: Path, cfg: TrainConfig, start_step: int, **facts) -> Path:
     "config.yaml: the resolved config, plus the command, git SHA, versions and `facts` of every (re)start."
     path = run_dir / "config.yaml"
-    old = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    history = (old.get("run") or {}).get("history", [])
+    old = _read_structured(path, "run record") if path.is_file() else {}
+    history = ((old if isinstance(old, dict) else {}).get("run") or {}).get("history", [])
     history.append(to_plain({"command": shlex.join(sys.orig_argv), "cwd": os.getcwd(), "start_step": start_step,
                              "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                              "git": git_revision(), "versions": environment_versions(), **facts}))
@@ -782,11 +964,17 @@ def write_run_record(run_dir: Path, cfg: TrainConfig, start_step: int, **facts) 
     return path
 
 def resume_config(run_dir, overrides=None) -> TrainConfig:
-    "The resolved config of an existing run (its config.yaml), pointed at `run_dir`, with `overrides` applied."
+    "The resolved config of an existing run (its config.yaml), pointed at `run_dir`, with `overrides` applied and checked."
     run_dir = Path(run_dir)
-    cfg = apply_settings(TrainConfig(), read_config_file(run_dir / "config.yaml"))
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path} (--resume RUN needs a run folder written by dense-ulearn train)")
+    try: cfg = apply_settings(TrainConfig(), read_config_file(path))
+    except ValueError as e:
+        problem = str(e) if str(e).startswith("config file") else f"config file {path}: {e}"
+        raise ValueError(f"{problem} (the run's own record, which --resume reads: repair that line)") from None
     cfg = replace(cfg, runs_dir=str(run_dir.parent), name=run_dir.name)
-    return apply_settings(cfg, parse_overrides(overrides)) if overrides else cfg
+    return check_config(apply_settings(cfg, parse_overrides(overrides)) if overrides else cfg)
 
 # %% ../nbs/04_train.ipynb #5831189d
 def _agree(flag: bool, info: DistInfo, device) -> bool:
@@ -857,10 +1045,11 @@ def _save(run_dir: Path, ckpt: dict, periodic: bool) -> Path:
 def train(
     cfg: TrainConfig,
     resume: bool = False,  # continue <runs_dir>/<name> from checkpoints/last.pt
-    overwrite: bool = False,  # replace an existing run folder
+    overwrite: bool = False,  # replace an existing run folder (only one that train wrote)
     hooks: TrainHooks | None = None,
 ) -> Path:  # the run folder
     "Train the encoder with L_ST + λ·L_CV as `cfg` says (method.md §3–4); DDP when started by torchrun."
+    check_config(cfg)
     info, threads = setup_distributed(cfg.device), torch.get_num_threads()
     try: return _train(cfg, info, resume, overwrite, hooks or TrainHooks())
     finally:
@@ -871,10 +1060,22 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, overwrite: bool, hook
     # --- run folder and device ---
     run_dir = Path(cfg.runs_dir) / cfg.name
     if overwrite and cfg.init_checkpoint and Path(cfg.init_checkpoint).resolve().is_relative_to(run_dir.resolve()):
-        raise ValueError(f"the initial checkpoint {cfg.init_checkpoint} is inside {run_dir}, which --overwrite "
-                         "would delete: copy it elsewhere or choose another --name")
-    prepare_run_dir(run_dir, resume, overwrite, info)
+        raise ValueError(f"the initial checkpoint {cfg.init_checkpoint} (--checkpoint) is inside {run_dir}, which "
+                         "--overwrite would delete: copy it elsewhere or choose another --out")
     device = training_device(cfg, info)
+    was_empty = run_dir.is_dir() and not visible_entries(run_dir)
+    prepare_run_dir(run_dir, resume, overwrite, info)
+    try: return _run(cfg, info, run_dir, device, resume, hooks)
+    except Exception as e:
+        if not resume and info.is_main and _discard_unstarted(run_dir, was_empty): raise
+        hinted = _with_next_step(e, run_dir)
+        if hinted is e: raise
+        raise hinted from e
+
+def _run(cfg: TrainConfig, info: DistInfo, run_dir: Path, device, resume: bool, hooks: TrainHooks) -> Path:
+    "Everything after the run folder is ready: data, budget, model, optimiser, resume, the loop."
+    ckpt = read_resume_checkpoint(run_dir) if resume else None  # a damaged last.pt fails now, before any work
+    best = best_validation_score(run_dir) if info.is_main else -math.inf  # a resumed run keeps its best.pt
     # --- data ---
     if info.is_main: training_videos(cfg, run_dir)  # rank 0 writes the synthetic videos, if any
     info.barrier()
@@ -890,7 +1091,9 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, overwrite: bool, hook
     encoder = encoder.to(device, memory_format=torch.channels_last if speed["channels_last"] else torch.preserve_format)
     optimizer = build_optimizer(encoder, cfg, fused=speed["fused_optimizer"])
     scheduler = build_scheduler(optimizer, cfg)
-    start = restore_checkpoint(run_dir / "checkpoints" / "last.pt", encoder, optimizer, scheduler, cfg) if resume else 0
+    last = run_dir / "checkpoints" / "last.pt"
+    start = restore_checkpoint(last, encoder, optimizer, scheduler, cfg, ckpt) if resume else 0
+    del ckpt
     if info.is_main:
         write_run_record(run_dir, cfg, start, world_size=info.world_size, device=str(device),
                          iterations_per_epoch=per_epoch, clips_per_epoch=len(clips), speed=speed)
@@ -901,13 +1104,33 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, overwrite: bool, hook
     batches = iter(make_loader(clips, cfg, sampler, speed["pin_memory"]))
     log = RunLogger(run_dir, info.is_main, cfg.iterations, start, cfg.progress)
     return _loop(cfg, info, run_dir, device, encoder, net, optimizer, scheduler, batches, gather, hooks, log, start,
-                 per_epoch)
+                 per_epoch, best)
+
+def _discard_unstarted(run_dir: Path, was_empty: bool) -> bool:
+    "Remove the folder of a new run that failed before writing any checkpoint (ours), so the same command runs again."
+    if not is_run_folder(run_dir) or any((run_dir / "checkpoints").glob("*.pt")): return False
+    print("the run failed before its first checkpoint, so the folder it created is removed:", file=sys.stderr)
+    try: remove_output(run_dir, "run")
+    except OSError: return False
+    if was_empty: run_dir.mkdir()  # it was there, empty, before this run
+    return True
+
+def _with_next_step(e: Exception, run_dir: Path) -> Exception:
+    "`e` with the command that continues (or restarts) the run appended, when the kept run folder holds a checkpoint."
+    text = str(e)
+    if "--resume" in text or "--overwrite" in text or not any((run_dir / "checkpoints").glob("*.pt")): return e
+    if (run_dir / "checkpoints" / "last.pt").is_file(): step = f"then continue with --resume {run_dir}"
+    else: step = f"there is no checkpoints/last.pt to resume: {_start_again(run_dir)}"
+    if type(e) in (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, NonFiniteLossError) and len(e.args) == 1:
+        return type(e)(f"{text}; {step}")
+    e.add_note(step)
+    return e
 
 # %% ../nbs/04_train.ipynb #eca28a05
-def _loop(cfg, info, run_dir, device, encoder, net, optimizer, scheduler, batches, gather, hooks, log, start, per_epoch):
+def _loop(cfg, info, run_dir, device, encoder, net, optimizer, scheduler, batches, gather, hooks, log, start, per_epoch,
+          best):
     "The step loop of `train`, with logging, checkpoints, validation and the safe stops."
     done, saved_at, in_update = start, start, False
-    best = best_validation_score(run_dir) if info.is_main else -math.inf  # a resumed run keeps its best.pt
     t0 = t_log = time.perf_counter()
     logged, window = start, []  # step of the last scalars, step values since then
     checkpoint = lambda: make_checkpoint(encoder, optimizer, scheduler, done, cfg)
@@ -915,7 +1138,7 @@ def _loop(cfg, info, run_dir, device, encoder, net, optimizer, scheduler, batche
     try:
         with stop.installed():
             while done < cfg.iterations:
-                batch = next(batches)
+                batch = _next_batch(batches, done)
                 in_update = True
                 out = train_step(net, batch, done, cfg, optimizer, scheduler, device, gather, hooks)
                 done, in_update = done + 1, False
@@ -938,12 +1161,17 @@ def _loop(cfg, info, run_dir, device, encoder, net, optimizer, scheduler, batche
                 out_of_time = cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes
                 if _agree(stop.reason is not None or out_of_time, info, device): break
     except NonFiniteLossError as e:
-        saved = _finite(encoder)
-        if saved and info.is_main: _save(run_dir, checkpoint(), periodic=False)
-        kept = "saved" if saved else "NOT saved (a buffer is non-finite); the previous one is kept"
-        raise NonFiniteLossError(f"{e}. Training stopped; the state after {done} good steps is {kept} in "
-                                 f"{run_dir / 'checkpoints' / 'last.pt'}. Lower the lr (--set lr=...) or check the "
-                                 f"data, then continue with --resume {run_dir}") from None
+        last = run_dir / "checkpoints" / "last.pt"
+        if done == start: state = "no step was completed, so no checkpoint was written"  # last.pt, if any, holds it
+        elif _finite(encoder):
+            if info.is_main: _save(run_dir, checkpoint(), periodic=False)
+            state = f"the state after {done} good steps is saved in {last}"
+        else: state = f"the state after {done} good steps is NOT saved (a buffer is non-finite)"
+        if last.is_file(): then = f"continue with --resume {run_dir}"
+        elif any(last.parent.glob("*.pt")): then = _start_again(run_dir)  # best.pt only: the folder is kept
+        else: then = "run the same command again"
+        raise NonFiniteLossError(f"{e}. Training stopped; {state}. Lower the lr (--set lr=...) or check the data, "
+                                 f"then {then}") from None
     except KeyboardInterrupt:
         if in_update: log.message(f"interrupted inside step {done}: no checkpoint written (the weights may be "
                                   "half-updated); checkpoints/last.pt is the last periodic one")
@@ -975,63 +1203,19 @@ def _validate(encoder, cfg, info, run_dir, log, done, best, checkpoint) -> float
 
 def best_validation_score(run_dir: Path) -> float:
     "The J&F that `checkpoints/best.pt` was kept for (-inf when there is none yet), so a resume never replaces a better one."
-    path = run_dir / "checkpoints" / "best.pt"
+    path = Path(run_dir) / "checkpoints" / "best.pt"
     if not path.is_file(): return -math.inf
-    return load_checkpoint(path).get("val", {}).get("val/J&F-Mean", -math.inf)
+    try: ckpt = load_checkpoint(path)
+    except ValueError as e:
+        q = lambda p: shlex.quote(str(p))
+        raise ValueError(f"{e}; it is the best-J&F copy a resume compares with: move it away (mv {q(path)} "
+                         f"{q(path.with_name('best.damaged.pt'))}), then --resume {q(run_dir)} again") from None
+    return ckpt.get("val", {}).get("val/J&F-Mean", -math.inf)
 
-# %% ../nbs/04_train.ipynb #fd390faf
-def train_parser(p: argparse.ArgumentParser) -> None:
-    "Arguments of `dense-ulearn train`."
-    p.add_argument("--preset", default="cpu-tiny", choices=list(PRESETS),
-                   help="starting configuration (default: cpu-tiny, a few minutes on a laptop CPU)")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML or TOML file of settings applied on the preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set lr=3e-4 --set loss.anchor_grid=4 (repeatable, applied last)")
-    add_data_args(p)
-    p.add_argument("--synthetic", action="store_true", help="train on synthetic videos (written into the run folder)")
-    p.add_argument("--name", help="run name: the run folder is <runs-dir>/<name> (default: the preset's name)")
-    p.add_argument("--runs-dir", type=Path, help="parent folder of run folders (default: runs)")
-    p.add_argument("--iterations", type=int, help="total optimiser steps (overrides the preset's budget)")
-    p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder from checkpoints/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
-    init = p.add_mutually_exclusive_group()
-    init.add_argument("--checkpoint", type=Path, metavar="CKPT",
-                      help="initialise from our checkpoint or an official snapshot instead of random weights")
-    init.add_argument("--random-init", action="store_true", help="start from the seeded random initialisation (default)")
-    p.add_argument("--seed", type=int, help="seed of init, data order and loss grids (default: the preset's)")
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    "The TrainConfig a `dense-ulearn train` command line asks for."
-    if args.resume is not None: cfg = resume_config(args.resume, args.overrides)
-    else: cfg = load_config(args.preset, args.config, args.overrides)
-    flags = {"name": args.name, "runs_dir": args.runs_dir, "iterations": args.iterations, "seed": args.seed,
-             "init_checkpoint": args.checkpoint, "val_davis_root": args.davis_root}
-    if args.resume is None and args.random_init: flags["init_checkpoint"] = None
-    cfg = apply_settings(cfg, {k: to_plain(v) for k, v in flags.items() if v is not None})
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
-    return replace(cfg, video_root=_video_root(args, cfg))
-
-def _video_root(args: argparse.Namespace, cfg: TrainConfig) -> str | None:
-    "--synthetic > --video-root > the config's > the shared training video > synthetic."
-    if args.synthetic and args.video_root is not None: raise ValueError("give --synthetic or --video-root, not both")
-    if args.synthetic: return None
-    if args.video_root is not None: return str(resolve_video_root(args))
-    if cfg.video_root is not None or args.resume is not None: return cfg.video_root
-    sp = shared_paths()
-    if sp is not None and sp.video.is_dir(): return str(sp.video)
-    print("no training video found (--video-root): using synthetic videos", file=sys.stderr)
-    return None
-
-def train_main(args: argparse.Namespace) -> int:
-    "Run `dense-ulearn train`; 0 when done, 1 on a non-finite loss, 130 when interrupted."
-    cfg = config_from_args(args)
-    try: run_dir = train(cfg, resume=args.resume is not None, overwrite=args.overwrite)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with: dense-ulearn train --resume {Path(cfg.runs_dir) / cfg.name}", file=sys.stderr)
-        return 130
-    print(f"run folder: {run_dir}")
-    return 0
+def _next_batch(batches, step: int) -> dict:
+    "The next batch; an input error raised in a DataLoader worker becomes one line (not the worker's traceback)."
+    try: return next(batches)
+    except Exception as e:
+        message = worker_error_message(e)
+        if message is None: raise
+        raise ValueError(f"{message} (reading the batch of step {step + 1})") from None

@@ -1,7 +1,7 @@
 """Shared pytest fixtures: where the real DAVIS data lives.
 
-Real data is found exactly as the package finds it (`dense_ulearn.data.shared_paths`): the
-`DENSE_ULEARN_DATA` environment variable, else `../shared/data` beside the repository.
+The project's test data is found as the package finds it (`dense_ulearn.options.shared_paths`): the
+`DENSE_ULEARN_DATA` environment variable when it names that folder, else `../shared/data` beside the repository.
 Without it the real-data tests are skipped — except under `CI=true`, where its absence fails them.
 """
 import os
@@ -19,7 +19,7 @@ def in_ci() -> bool:
 
 @pytest.fixture(scope="session")
 def shared():
-    from dense_ulearn.data import shared_paths
+    from dense_ulearn.options import shared_paths
     paths = shared_paths()
     if paths is None:
         msg = ("real DAVIS data not found: set DENSE_ULEARN_DATA or put the shared data folder at "

@@ -66,7 +66,7 @@ def test_overwrite_is_explicit_and_keeps_the_initial_checkpoint(capsys, tmp_path
     (["--synthetic", "--video-root", "/tmp"], "not both"),
     (["--synthetic", "--checkpoint", "/no/such.pt"], "no such file"),
     (["--video-root", "/no/such/folder"], "not an existing folder"),
-    (["--resume", "/no/such/run"], "config file not found"),
+    (["--resume", "/no/such/run"], "--resume /no/such/run: no such file"),
 ])
 def test_bad_input_is_an_error_message(capsys, tmp_path, extra, message):
     code, _, err = run_in_process(capsys, "train", *SHRINK, "--runs-dir", tmp_path, "--iterations", 1, *extra)

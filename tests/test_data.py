@@ -11,11 +11,13 @@ import torch
 from PIL import Image
 
 from dense_ulearn.data import (
-    DAVIS_PALETTE, VOID_ID, ClipDataset, DavisDataset, denormalize, VideoFolder, VideoSequence, YouTubeVOSDataset, add_data_args,
-    detect_layout, find_shared_data, item_generator, make_synthetic_davis, normalize, open_videos, read_frame,
-    read_mask, resize_frames, resolve_davis_root, resolve_video_root, shared_paths, synthetic_video, write_frame,
+    DAVIS_PALETTE, VOID_ID, ClipDataset, DavisDataset, denormalize, VideoFolder, VideoSequence, YouTubeVOSDataset,
+    detect_layout, item_generator, make_synthetic_davis, normalize, open_videos, read_frame,
+    read_mask, resize_frames, synthetic_video, write_frame,
     write_mask,
 )
+from dense_ulearn.options import find_data, shared_paths
+from dense_ulearn.data import MAX_OBJECT_IDS, ObjectIdGapWarning, first_frame_object_ids, worker_error_message
 
 
 # ---------------------------------------------------------------- the shared data README, parsed (not hard-coded)
@@ -120,26 +122,27 @@ def test_real_masks_in_other_modes(fixtures_root, tmp_path):
     assert np.array_equal(read_mask(bw), (ids == 1).astype(np.uint8))
 
 
-def test_find_shared_data(shared, tmp_path, monkeypatch):
+def test_shared_paths(shared, tmp_path, monkeypatch):
     assert shared_paths().davis.is_dir() and shared.fixtures.is_dir()
-    monkeypatch.setenv("DENSE_ULEARN_DATA", str(tmp_path))
-    assert find_shared_data() == tmp_path and shared_paths().video == tmp_path / "davis2016-train-video"
-    monkeypatch.setenv("DENSE_ULEARN_DATA", str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match="nowhere"): find_shared_data()
-    assert find_shared_data(shared.root) == shared.root  # explicit wins over the environment
+    monkeypatch.setenv("DENSE_ULEARN_DATA", str(shared.root))  # the variable may name the test-data folder itself
+    assert shared_paths().root == shared.root and find_data().davis == shared.davis
+    monkeypatch.setenv("DENSE_ULEARN_DATA", "none")  # discovery off: a machine without data
+    assert shared_paths() is None and find_data().davis is None and find_data().video is None
 
 
-def test_cli_roots(shared, tmp_path, monkeypatch):
-    import argparse
-    p = argparse.ArgumentParser(); add_data_args(p)
-    assert resolve_davis_root(p.parse_args([])) == shared.davis
-    assert resolve_video_root(p.parse_args([])) == shared.video
-    assert resolve_davis_root(p.parse_args(["--davis-root", str(shared.fixtures)])) == shared.fixtures
+def test_data_roots(shared, tmp_path, monkeypatch):
+    monkeypatch.delenv("DENSE_ULEARN_DATA", raising=False)
+    found = find_data()
+    if found.davis_rule == "shared test data":  # a developer with DAVIS in data/DAVIS finds that first
+        assert (found.davis, found.video) == (shared.davis, shared.video)
+    assert find_data(davis_root=shared.fixtures).davis == shared.fixtures  # a flag wins
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="empty"): resolve_davis_root(p.parse_args(["--davis-root", str(tmp_path / "empty")]))
-    with pytest.raises(FileNotFoundError, match="missing-dir"): resolve_video_root(p.parse_args(["--video-root", str(tmp_path / "missing-dir")]))
-    monkeypatch.setenv("DENSE_ULEARN_DATA", str(tmp_path / "empty"))
-    with pytest.raises(FileNotFoundError, match="--davis-root"): resolve_davis_root(p.parse_args([]))
+    with pytest.raises(ValueError, match="empty"): find_data(davis_root=tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="missing-dir"): find_data(video_root=tmp_path / "missing-dir")
+    monkeypatch.setenv("DENSE_ULEARN_DATA", str(tmp_path / "typo"))  # a wrong explicit path is an error, not a fallback
+    with pytest.raises(FileNotFoundError, match="DENSE_ULEARN_DATA"): find_data()
+    monkeypatch.setenv("DENSE_ULEARN_DATA", str(shared.davis))  # a DAVIS root: the natural reading of the variable
+    assert (find_data().davis, find_data().davis_rule) == (shared.davis, "$DENSE_ULEARN_DATA")
 
 
 # ---------------------------------------------------------------- bad input: one clear error naming the file, at open
@@ -490,3 +493,177 @@ def test_detect_layout_davis_resolutions(tiny):
     with pytest.raises(ValueError, match=r"without JPEGImages/480p.*Full-Resolution"): detect_layout(tiny)
     assert detect_layout(tiny, resolution="Full-Resolution") == "davis"
     assert len(open_videos(tiny, resolution="Full-Resolution", labelled=False)) == 2
+
+
+# ---------------------------------------------------------------- masks that are not label maps, object-id gaps, more bad input
+
+def antialiased_mask(size=(480, 854), boxes=((60, 100, 300, 400), (150, 500, 420, 800)), resample=Image.Resampling.LANCZOS):
+    "A 0/255 mask of filled ellipses (y0, x0, y1, x1) drawn at 4x size and shrunk (LANCZOS): grey levels along the edges."
+    from PIL import ImageDraw
+    big = Image.new("L", (4 * size[1], 4 * size[0]), 0)
+    for y0, x0, y1, x1 in boxes: ImageDraw.Draw(big).ellipse([4 * x0, 4 * y0, 4 * x1, 4 * y1], fill=255)
+    return np.array(big.resize((size[1], size[0]), resample))
+
+
+def test_antialiased_grey_mask_is_an_error(tmp_path, tiny):
+    aa = antialiased_mask()
+    n_grey = len(set(np.unique(aa).tolist()) - {0, 255})
+    assert n_grey > MAX_OBJECT_IDS  # the old reading: that many object ids
+    Image.fromarray(aa).save(tmp_path / "aa.png")
+    with pytest.raises(ValueError, match=rf"aa\.png is a greyscale image with anti-aliased edges \(values 0 and 255 plus {n_grey} "
+                                         r"intermediate grey levels along their borders\), not a label map: threshold it"):
+        read_mask(tmp_path / "aa.png")
+    small = antialiased_mask((24, 32), ((4, 4, 20, 26),), Image.Resampling.BOX)  # fewer grey levels than the id limit: still caught
+    assert 0 < len(set(np.unique(small).tolist()) - {0, 255}) <= MAX_OBJECT_IDS
+    Image.fromarray(small).save(mask_of(tiny, "synth-00", 0))
+    with pytest.raises(ValueError, match=r"synth-00/00000\.png is a greyscale image with anti-aliased edges"): DavisDataset(tiny)
+    Image.fromarray(np.where(small > 127, 255, 0).astype(np.uint8)).save(mask_of(tiny, "synth-00", 0))  # the fix it names
+    assert DavisDataset(tiny)["synth-00"].object_ids == [1]
+
+
+def test_grey_label_maps_still_read(tmp_path):
+    ids = np.zeros((40, 60), np.uint8); ids[2:20, 2:25] = 1; ids[22:38, 30:58] = 2; ids[15:30, 20:40] = VOID_ID
+    Image.fromarray(ids).save(tmp_path / "ids_void.png")     # grey ids with void: not anti-aliasing
+    assert np.array_equal(read_mask(tmp_path / "ids_void.png"), ids)
+    Image.fromarray(ids.clip(0, 2)).save(tmp_path / "ids.png")
+    assert np.array_equal(read_mask(tmp_path / "ids.png"), ids.clip(0, 2))
+
+
+def test_too_many_object_ids(tmp_path):
+    many = (np.arange(40 * 60).reshape(40, 60) % 40).astype(np.uint8)  # 39 object ids
+    write_mask(tmp_path / "p.png", many)
+    Image.fromarray(many).save(tmp_path / "l.png")
+    Image.fromarray(DAVIS_PALETTE[many]).save(tmp_path / "rgb.png")
+    for name in ("p.png", "l.png", "rgb.png"):
+        with pytest.raises(ValueError, match=rf"{name} has 39 distinct object ids .*more than {MAX_OBJECT_IDS}.*DAVIS palette"):
+            read_mask(tmp_path / name)
+    limit = np.where(many > MAX_OBJECT_IDS, VOID_ID, many).astype(np.uint8)  # ids 1..20 and void: allowed (RVOS uses 20)
+    write_mask(tmp_path / "limit.png", limit)
+    assert np.array_equal(read_mask(tmp_path / "limit.png"), limit)
+
+
+def test_real_masks_read_as_before(fixtures_root, davis_root, results_root):
+    for src in [*real_annotations(fixtures_root, davis_root), *sorted((results_root / "rvos/dance-twirl").glob("*.png"))[:10]]:
+        assert np.array_equal(read_mask(src), np.array(Image.open(src))), src
+
+
+def gap_set(root):
+    "A 1-sequence DAVIS set whose masks hold ids 1 and 3 (no 2), plus results equal to the ground truth."
+    lab = np.zeros((24, 32), np.uint8); lab[2:10, 2:10] = 1; lab[12:20, 16:28] = 3
+    for t in range(4):
+        write_frame(frame_of(root, "gap", t), np.zeros((24, 32, 3), np.uint8))
+        write_mask(mask_of(root, "gap", t), lab)
+        write_mask(root / "results/gap" / f"{t:05d}.png", lab)
+    return root
+
+
+def test_object_id_gap_same_rule_in_propagation_and_evaluation(tmp_path):
+    from dense_ulearn.evaluate import evaluate_sequence
+    from dense_ulearn.propagate import sequence_objects
+    root = gap_set(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # opening does not warn: the two users of the ids do
+        seq = DavisDataset(root, split=None)["gap"]
+    assert seq.object_ids == [1, 3]
+    with pytest.warns(ObjectIdGapWarning, match=r"gap/00000\.png has object ids \[1, 3\] but not \[2\].*as the official.*renumber"):
+        ids, first = sequence_objects(seq)
+    assert ids == [1, 3] and sorted(first[0].unique().tolist()) == [0, 1, 2]  # propagation follows the ids present
+    with pytest.warns(ObjectIdGapWarning, match=r"gap/00000\.png"):
+        per_frame = evaluate_sequence(seq, root / "results")
+    assert sorted(set(per_frame.Object)) == [1, 2, 3]  # evaluation counts 1..max id, as the official code does
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert first_frame_object_ids(np.array([[0, 1], [2, VOID_ID]], np.uint8), "x.png") == [1, 2]
+
+
+def test_empty_frame_folder_with_masks(tiny, tmp_path):
+    for p in (tiny / "JPEGImages/480p/synth-01").iterdir(): p.unlink()
+    with pytest.raises(ValueError, match=r"frame folder .*JPEGImages/480p/synth-01 has no frames \(\*\.jpg\) but .*synth-01 has 4 mask"):
+        DavisDataset(tiny)
+    root, _ = make_ytvos(tmp_path / "yt")
+    for p in (root / "train/JPEGImages/b").iterdir(): p.unlink()
+    with pytest.raises(ValueError, match=r"frame folder .*JPEGImages/b has no frames"): YouTubeVOSDataset(root)
+
+
+def test_mask_folder_without_frame_folder(tiny):
+    shutil.copytree(tiny / "Annotations/480p/synth-01", tiny / "Annotations/480p/lost")
+    (tiny / "ImageSets/2017/val.txt").unlink()  # sequences found by scanning JPEGImages: "lost" would drop out silently
+    with pytest.raises(FileNotFoundError, match=r"mask folder .*Annotations/480p/lost has no frame folder .*JPEGImages/480p/lost"):
+        DavisDataset(tiny, "val")
+    assert len(DavisDataset(tiny, labelled=False)) == 2
+
+
+def test_split_file_unreadable_or_empty(tiny):
+    split = tiny / "ImageSets/2017/val.txt"
+    split.write_bytes(b"\xff\xfe\x00\x80garbage")
+    with pytest.raises(ValueError, match=r"cannot read split file .*val\.txt"): DavisDataset(tiny, "val")
+    split.write_text("\n  \n")
+    with pytest.raises(ValueError, match=r"split file .*val\.txt lists no sequences"): DavisDataset(tiny, "val")
+
+
+def test_odd_files_in_frame_folders(tiny):
+    frame_of(tiny, "synth-00", 2).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"synth-00/00002\.jpg is empty \(0 bytes\)"): DavisDataset(tiny)
+    write_frame(frame_of(tiny, "synth-00", 2), np.zeros((24, 32, 3), np.uint8))
+    mask_of(tiny, "synth-01", 1).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"synth-01/00001\.png is empty"): DavisDataset(tiny)
+    write_mask(mask_of(tiny, "synth-01", 1), np.zeros((24, 32), np.uint8))
+    (tiny / "JPEGImages/480p/synth-00/._00000.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS litter: skipped
+    (tiny / "JPEGImages/480p/synth-00/notes.txt").write_text("not a frame")            # no image extension: skipped
+    assert len(DavisDataset(tiny)["synth-00"]) == 4
+    frame_of(tiny, "synth-01", 4).mkdir()
+    with pytest.raises(ValueError, match=r"synth-01/00004\.jpg is a folder"): DavisDataset(tiny)
+
+
+def test_ytvos_malformed_meta_entries(tmp_path):
+    root, _ = make_ytvos(tmp_path)
+    meta = json.loads((root / "train/meta.json").read_text())
+    del meta["videos"]["a"]["objects"]["2"]["frames"]
+    (root / "train/meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"meta\.json: object '2' of a needs an integer id and a \"frames\" list"): open_videos(root)
+    (root / "train/meta.json").write_bytes(b"\xff\xfe\x80")
+    with pytest.raises(ValueError, match=r"cannot read .*meta\.json"): open_videos(root)
+
+
+def noise_frames(n, h=32, w=48, seed=0):
+    "Random frames: large packets, so a file cut in half loses most of them."
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_truncated_and_random_video_files(tmp_path):
+    encode_video(tmp_path / "clip.mp4", noise_frames(20))
+    data = (tmp_path / "clip.mp4").read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot decode video file .*half\.mp4 \(damaged, truncated or not a video: re-encode it"):
+        VideoFolder(tmp_path / "half.mp4")
+    (tmp_path / "broken.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match=r"broken\.mp4 \(damaged"): VideoFolder(tmp_path / "broken.mp4")
+    seq = VideoFolder(tmp_path / "clip.mp4")[0]
+    (tmp_path / "clip.mp4").write_bytes(data[:len(data) // 2])  # damaged after it was opened
+    with pytest.raises(ValueError, match=r"clip\.mp4 \((damaged|re-encode)"): seq.frames([0, 19])
+
+
+def test_broken_video_in_dataloader_worker(tmp_path):
+    encode_video(tmp_path / "full.avi", noise_frames(20))
+    data = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "half.avi").write_bytes(data[:len(data) // 2])  # the header still lists 20 frames: it opens
+    (tmp_path / "full.avi").unlink()
+    clips = ClipDataset(open_videos(tmp_path), short_side=32, crop=32, sampling="kinetics", frame_gap=10)
+    loader = torch.utils.data.DataLoader(clips, batch_size=1, num_workers=1)
+    with pytest.raises(ValueError) as caught: next(iter(loader))
+    assert "Caught ValueError in DataLoader worker process 0" in str(caught.value) and "Original Traceback" in str(caught.value)
+    msg = worker_error_message(caught.value)
+    assert "\n" not in msg and re.match(r"training video 'half': video file .*half\.avi is truncated or damaged \(re-encode it", msg), msg
+    assert worker_error_message(ValueError("not from a worker")) is None
+    assert worker_error_message(RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most "
+                                             "recent call last):\nRuntimeError: a bug keeps its traceback")) is None
+
+
+def test_damaged_frame_in_a_clip_names_video_file_and_fix(tiny):
+    seq = DavisDataset(tiny, labelled=False)
+    p = frame_of(tiny, "synth-00", 1)
+    data = p.read_bytes()
+    p.write_bytes(data[:len(data) // 3] + b"\xff\xd9")  # damaged after opening
+    clips = ClipDataset(seq, frames_per_clip=4, short_side=24, crop=24, sampling="kinetics")
+    with pytest.raises(ValueError, match=rf"^training video 'synth-00': cannot decode frame {re.escape(str(p))} \(a damaged file: replace it"):
+        clips[0]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from dense_ulearn.cli import main as cli_main
-from dense_ulearn.demo import DEFAULT_OUT, SyntheticSpec, report_dir, select_demo_data
+from dense_ulearn.demo import DEFAULT_OUT, SyntheticSpec, prepare_report_dir, report_dir, select_demo_data
 
 MODELS = ("trained", "random")
 
@@ -79,7 +79,7 @@ def test_demo_without_real_data_uses_the_synthetic_default_and_says_so(run_cli, 
     empty = tmp_path / "no-data"; empty.mkdir()
     out = tmp_path / "report"
     res = run_cli("demo", "--iterations", "1", "--scale", "0.25", "--sequences", "synth-00", "--out", out,
-                  "--set", "batch_size=2", "--no-explore", env={"DENSE_ULEARN_DATA": str(empty)})
+                  "--set", "batch_size=2", "--no-explore", env={"DENSE_ULEARN_DATA": "none"})  # discovery off
     assert res.returncode == 0, res.stderr[-3000:]
     assert "SYNTHETIC" in res.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -89,7 +89,7 @@ def test_demo_without_real_data_uses_the_synthetic_default_and_says_so(run_cli, 
 
 def test_selection_without_real_data_is_synthetic(tmp_path, monkeypatch):
     empty = tmp_path / "no-data"; empty.mkdir()
-    monkeypatch.setenv("DENSE_ULEARN_DATA", str(empty))
+    monkeypatch.setenv("DENSE_ULEARN_DATA", "none")  # discovery off (an empty folder named by the variable is an error)
     small = SyntheticSpec(n_videos=2, n_frames=4, size=(48, 64))
     data = select_demo_data(synthetic_dir=tmp_path / "syn", val=small, train=small)
     assert (data.davis_source, data.video_source) == ("synthetic", "synthetic") and data.synthetic
@@ -99,9 +99,11 @@ def test_selection_without_real_data_is_synthetic(tmp_path, monkeypatch):
 
 def _cli_error(capsys, *args) -> str:
     "Run `dense-ulearn ARGS` in this process (fast: torch is already imported); expect exit 2, return stderr."
-    assert cli_main([str(a) for a in args]) == 2
+    try: code = cli_main([str(a) for a in args])
+    except SystemExit as e: code = e.code  # argparse's range checks: usage line, then "dense-ulearn demo: error: ..."
+    assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:"), err
+    assert err.startswith("error:") or "error: argument" in err, err
     return err
 
 
@@ -127,3 +129,53 @@ def test_existing_report_is_never_overwritten_silently(tmp_path):
     new = report_dir(out)
     assert new.parent == out and re.fullmatch(r"run-\d{8}-\d{6}(-\d+)?", new.name)
     assert report_dir(out, overwrite=True) == out
+
+
+def test_overwrite_deletes_only_an_earlier_demo_report(tmp_path, capsys):
+    from dense_ulearn.options import OUTPUT_MARKER
+    report = prepare_report_dir(tmp_path / "report")
+    (report / "report.md").write_text("earlier")
+    assert prepare_report_dir(report_dir(report, overwrite=True), overwrite=True) == report
+    assert not (report / "report.md").exists() and (report / OUTPUT_MARKER).is_file()
+    assert "deleted" in capsys.readouterr().err
+    old = tmp_path / "old"; old.mkdir(); (old / "report.md").write_text("from before markers")
+    with pytest.raises(FileExistsError, match="delete that folder yourself"):
+        prepare_report_dir(old, overwrite=True)
+    mine = tmp_path / "mine"; mine.mkdir(); (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="did not write"):
+        prepare_report_dir(mine, overwrite=True)
+    assert (old / "report.md").read_text() == "from before markers" and (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_overwrite_of_a_folder_the_demo_did_not_write_is_refused_before_training(capsys, davis_root, tmp_path):
+    mine = tmp_path / "mine"; mine.mkdir(); (mine / "notes.txt").write_text("precious")
+    err = _cli_error(capsys, "demo", "--davis-root", davis_root, "--out", mine, "--overwrite", "--iterations", "1")
+    assert "--out" in err and "did not write" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_data_is_found_by_the_project_rule_and_named_without_a_path(tmp_path, monkeypatch):
+    from dense_ulearn import options
+    from dense_ulearn.demo import write_synthetic
+    small = SyntheticSpec(n_videos=2, n_frames=4, size=(48, 64))
+    repo = tmp_path / "repo"
+    davis = write_synthetic(repo / "data" / "DAVIS", small)  # DAVIS unpacked where the README says
+    (davis / "ImageSets" / "2017" / "train.txt").write_text("synth-00\n")
+    monkeypatch.setattr(options, "repo_root", lambda: repo)
+    monkeypatch.setenv("DENSE_ULEARN_DATA", "")
+    data = select_demo_data(synthetic_dir=tmp_path / "syn")
+    assert (data.davis_root, data.davis_source, data.video_source) == (davis, "data", "data")
+    assert str(tmp_path) not in data.describe() and "data/DAVIS" in data.describe()
+    monkeypatch.setenv("DENSE_ULEARN_DATA", str(davis))  # the variable naming a DAVIS root
+    assert select_demo_data(synthetic_dir=tmp_path / "syn").davis_source == "env"
+    monkeypatch.setenv("DENSE_ULEARN_DATA", str(tmp_path / "typo"))
+    with pytest.raises(FileNotFoundError, match="DENSE_ULEARN_DATA"):
+        select_demo_data(synthetic_dir=tmp_path / "syn")
+
+
+def test_demo_device_is_the_project_rule():
+    import dense_ulearn.demo as demo
+    from dense_ulearn import options
+    assert demo.resolve_device is options.resolve_device
+    with pytest.raises(ValueError, match="--sequences .*all alone"):
+        demo.check_demo_args(0.5, 1, ["all", "blackswan"])

@@ -272,3 +272,37 @@ def test_write_results_full_precision_no_overwrite_read_only(tiny, tmp_path):
         assert not any(p.exists() for p in result_paths(read_only).values())
     finally:
         read_only.chmod(0o755)
+
+
+def test_tables_of_another_tool_are_never_replaced(tiny):
+    "The official evaluator writes global_results-val.csv into the results folder it scores: --overwrite leaves it."
+    result, res = _evaluate(tiny), tiny / "res"
+    theirs = res / "global_results-val.csv"
+    theirs.write_text("J&F-Mean,J-Mean\n0.5,0.5\n")
+    before = theirs.read_bytes()
+    with pytest.raises(FileExistsError, match=r"global_results-val\.csv in .* not written by dense-ulearn.*--out DIR"):
+        write_results(result, res, overwrite=True)
+    assert theirs.read_bytes() == before
+    assert not any(p.exists() for name, p in result_paths(res).items() if name != "global_")  # nothing written
+
+
+def test_tables_in_a_propagated_masks_folder_can_be_replaced(tiny):
+    "evaluate's default output is the masks folder, which propagate marked as `masks`: our tables there are ours."
+    from dense_ulearn.options import mark_output, marked_files, read_marker
+    result, res = _evaluate(tiny), tiny / "res"
+    mark_output(res, "masks", files=["toy"])  # as propagate_dataset leaves it
+    write_results(result, res)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_results(result, res)
+    write_results(result, res, overwrite=True)
+    assert read_marker(res)["kind"] == "masks" and marked_files(res, "masks") == {"toy"}
+    assert marked_files(res, "scores") == {p.name for p in result_paths(res).values()}
+
+
+def test_tables_refused_in_the_ground_truth_or_a_file(tiny, tmp_path):
+    result = _evaluate(tiny)
+    with pytest.raises(ValueError, match="ground truth"):
+        write_results(result, tiny / "Annotations" / "480p" / "tables")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="--out .*file is a file"):
+        write_results(result, tmp_path / "file")

@@ -58,6 +58,6 @@ def test_info_reports_versions_device_and_data(run_cli, shared):
 
 
 def test_cli_reports_bad_input_in_one_line(run_cli, tmp_path):
-    res = run_cli("info", "--data-root", tmp_path / "does-not-exist")
-    assert res.returncode in (0, 2), res.stderr
-    assert "Traceback" not in res.stderr
+    res = run_cli("info", "--davis-root", tmp_path / "does-not-exist")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "--davis-root" in res.stderr and "does-not-exist" in res.stderr

@@ -187,6 +187,53 @@ def test_clear_errors(tmp_path, encoder):
         propagate_dataset(encoder, [seq], tmp_path / "out", sequences=["nope"], progress=False)
 
 
+def test_unmarked_pngs_are_never_replaced(tmp_path, encoder):
+    "PNGs in a folder the project did not write (another method's results): refused even with overwrite, untouched."
+    seq = entering_object_video(tmp_path / "frames")
+    theirs = tmp_path / "osvos"
+    png = write_mask(theirs / "entering" / "00000.png", np.zeros((64, 96), np.uint8))
+    before = png.read_bytes()
+    with pytest.raises(FileExistsError, match=r"did not write.*choose another --out folder"):
+        propagate_dataset(encoder, [seq], theirs, overwrite=True, progress=False)
+    assert png.read_bytes() == before and sorted(p.name for p in theirs.rglob("*")) == ["00000.png", "entering"]
+
+
+def test_overwrite_replaces_only_the_sequences_written_before(tmp_path, encoder, capsys):
+    "In a marked folder --overwrite replaces an earlier run's sequence folder whole, says so, and leaves the rest."
+    from dense_ulearn.options import marked_files, read_marker
+    seq = entering_object_video(tmp_path / "frames")
+    out = propagate_dataset(encoder, [seq], tmp_path / "out", progress=False)
+    assert read_marker(out)["kind"] == "masks" and marked_files(out, "masks") == {"entering"}
+    stale = write_mask(out / "entering" / "00099.png", np.zeros((64, 96), np.uint8))  # from an earlier, longer run
+    copied = write_mask(out / "cows" / "00000.png", np.zeros((64, 96), np.uint8))     # put there by hand
+    propagate_dataset(encoder, [seq], out, overwrite=True, progress=False)
+    assert "replaced" in capsys.readouterr().err
+    assert not stale.exists() and sorted(p.stem for p in (out / "entering").glob("*.png")) == [p.stem for p in seq.frame_paths]
+    cows = VideoSequence("cows", seq.frame_paths, seq.mask_paths, [1, 2], {1: 0, 2: 3}, (64, 96))
+    with pytest.raises(FileExistsError, match="cows already hold PNGs that dense-ulearn did not write"):
+        propagate_dataset(encoder, [cows], out, overwrite=True, progress=False)
+    assert copied.exists()
+
+
+def test_new_sequences_join_an_existing_folder_ground_truth_refused(tmp_path, encoder):
+    seq = entering_object_video(tmp_path / "frames")
+    other = tmp_path / "results"; (other / "notes").mkdir(parents=True)
+    propagate_dataset(encoder, [seq], other, progress=False)  # a folder holding other things: the new sequence joins it
+    assert (other / "notes").is_dir() and len(list((other / "entering").glob("*.png"))) == len(seq)
+    (tmp_path / "DAVIS" / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(ValueError, match="ground truth"):
+        propagate_dataset(encoder, [seq], tmp_path / "DAVIS" / "Annotations" / "480p", progress=False)
+    assert not (tmp_path / "DAVIS" / "Annotations").exists()
+
+
+def test_validation_writes_a_new_folder_each_time(tmp_path, encoder):
+    "train's validate: propagate_dataset(..., overwrite=True) into <run>/val/step_N."
+    seq = entering_object_video(tmp_path / "frames")
+    for step in (10, 20):
+        out = propagate_dataset(encoder, [seq], tmp_path / "run" / "val" / f"step_{step}", overwrite=True, progress=False)
+        assert len(list((out / "entering").glob("*.png"))) == len(seq)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_stays_close_to_fp32(davis_root, encoder, precision):
     "bf16/fp16 features and affinities (fp32 soft masks): blackswan, 6 frames at 1/4 size, nearly the fp32 masks."

@@ -295,3 +295,160 @@ def test_time_limit_stops_cleanly_with_a_checkpoint_and_the_last_scalars(tmp_pat
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 1  # max_minutes is checked after each step
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1]
+
+
+# --- user mistakes: one clear error, nothing deleted, nothing left blocking the next try ---
+
+def test_overwrite_only_deletes_run_folders_that_train_wrote(tmp_path, capsys):
+    "A folder with checkpoints/ and the user's notes is not a run folder: --overwrite refuses and deletes nothing."
+    mine = tmp_path / "mystuff"
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "notes.txt").write_text("my notes")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="not a dense-ulearn run folder") as err:
+            train(tiny_config(tmp_path, "mystuff", iterations=1), overwrite=overwrite)
+        assert ("nothing was deleted" in str(err.value)) == overwrite
+    assert (mine / "notes.txt").read_text() == "my notes" and (mine / "checkpoints").is_dir()
+
+    run_dir = train(tiny_config(tmp_path, "ours", iterations=1))
+    capsys.readouterr()
+    train(tiny_config(tmp_path, "ours", iterations=1), overwrite=True)
+    assert f"deleted {run_dir}" in capsys.readouterr().err  # says what it deleted
+
+
+def test_a_run_folder_from_before_the_marker_is_resumed_but_never_deleted(tmp_path):
+    from dense_ulearn.options import OUTPUT_MARKER
+    run_dir = train(tiny_config(tmp_path, "older", iterations=1, ckpt_every=0, image_every=0))
+    (run_dir / OUTPUT_MARKER).unlink()  # as written before run folders were marked
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="delete it yourself") as err:
+            train(tiny_config(tmp_path, "older", iterations=1), overwrite=overwrite)
+        assert f"--resume {run_dir}" in str(err.value)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 1
+    train(resume_config(run_dir, overrides=["iterations=2"]), resume=True)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_a_run_that_fails_at_start_leaves_no_folder_behind(tmp_path):
+    "Bad initial weights, missing data, a NaN at step 0: the same command then runs (no --overwrite needed)."
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="bad.pt"):
+        train(tiny_config(tmp_path, "again", iterations=1, init_checkpoint=str(bad)))
+    assert not (tmp_path / "again").exists()
+    with pytest.raises((ValueError, FileNotFoundError)):
+        train(tiny_config(tmp_path, "again", iterations=1, video_root=str(tmp_path / "no-such-videos")))
+    assert not (tmp_path / "again").exists()
+
+    def nan_at_0(step, out): return {**out, "loss": out["loss"] * math.nan} if step == 0 else out
+    with pytest.raises(NonFiniteLossError, match="run the same command again") as err:
+        train(tiny_config(tmp_path, "again", iterations=1), hooks=TrainHooks(on_losses=nan_at_0))
+    assert "--resume" not in str(err.value)
+    assert not (tmp_path / "again").exists()
+
+    assert load_checkpoint(train(tiny_config(tmp_path, "again", iterations=1)) / "checkpoints" / "last.pt")["step"] == 1
+
+
+def test_a_failure_after_a_checkpoint_keeps_the_run_and_names_the_resume(tmp_path):
+    def fail_at_2(done, encoder, out):
+        if done == 2: raise ValueError("the hook failed")
+    with pytest.raises(ValueError, match="the hook failed") as err:
+        train(tiny_config(tmp_path, "kept", iterations=3, image_every=0), hooks=TrainHooks(on_step_end=fail_at_2))
+    run_dir = tmp_path / "kept"
+    assert f"--resume {run_dir}" in str(err.value) and "\n" not in str(err.value)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_a_damaged_last_checkpoint_points_to_the_newest_intact_snapshot(tmp_path):
+    import shutil
+    run_dir = train(tiny_config(tmp_path, "cut", iterations=2, ckpt_every=1, image_every=0))
+    ckpts = run_dir / "checkpoints"
+    straight = load_checkpoint(ckpts / "step_2.pt")
+    for name in ("last.pt", "step_2.pt"):  # cut short, as by a full disk
+        (ckpts / name).write_bytes((ckpts / name).read_bytes()[:5000])
+    with pytest.raises(ValueError) as err:
+        train(resume_config(run_dir), resume=True)
+    message = str(err.value)
+    assert "\n" not in message and f"{ckpts / 'last.pt'}: cannot read checkpoint" in message
+    assert f"cp {ckpts / 'step_1.pt'} {ckpts / 'last.pt'}, then --resume {run_dir}" in message
+    shutil.copy(ckpts / "step_1.pt", ckpts / "last.pt")  # the fix the message gives
+    train(resume_config(run_dir), resume=True)
+    assert_same_state(straight, load_checkpoint(ckpts / "last.pt"))  # resuming from the snapshot is still exact
+    for name in ("last.pt", "step_1.pt", "step_2.pt"): (ckpts / name).write_bytes(b"")
+    with pytest.raises(ValueError, match="no intact checkpoints/step_N.pt"):
+        train(resume_config(run_dir), resume=True)
+
+
+def test_damaged_checkpoint_files_are_named_in_one_line(tmp_path):
+    from dense_ulearn.train import best_validation_score
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ValueError, match="best.pt: cannot read checkpoint") as err:
+        best_validation_score(tmp_path / "run")
+    assert "\n" not in str(err.value) and f"--resume {tmp_path / 'run'}" in str(err.value)
+    with pytest.raises(ValueError, match="best.pt: cannot read checkpoint"):
+        load_checkpoint(best)
+
+
+def test_damaged_config_files_name_the_file_and_the_line(tmp_path):
+    from dense_ulearn.train import read_config_file
+    bad_yaml = tmp_path / "settings.yaml"
+    bad_yaml.write_text("lr: 3e-4\nbetas: [0.5, 0.999\nbatch_size: 4\n")
+    with pytest.raises(ValueError, match=r"settings.yaml: not valid YAML at line \d+, column \d+"):
+        load_config("cpu-tiny", file=bad_yaml)
+    bad_toml = tmp_path / "settings.toml"
+    bad_toml.write_text("lr = 3e-4\ncrop = = 64\n")
+    with pytest.raises(ValueError, match=r"settings.toml: not valid TOML: .*line 2, column"):
+        read_config_file(bad_toml)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("config:\n  lr: 0.0001\n  crop: [64\n")  # a run record cut short
+    with pytest.raises(ValueError, match=r"config.yaml: not valid YAML at line 4, column 1") as err:
+        resume_config(run_dir)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("crop=-5", "crop = -5: must be a positive integer (--set crop=N)"),
+    ("batch_size=0", "batch_size = 0: must be a positive integer"),
+    ("frames_per_clip=1", "frames_per_clip = 1: must be an integer >= 2"),
+    ("short_side=[96,120]", "short_side = [96, 120] is smaller than crop = 128"),
+    ("loss.temperature=-1", "loss.temperature = -1.0: must be a positive number"),
+    ("optimizer=adamw", 'optimizer = "adamw": must be one of adam, sgd'),
+    ("workers=-2", "workers = -2: must be an integer >= 0 (--workers N or --set workers=N)"),
+])
+def test_settings_out_of_range_are_one_line_errors(setting, message):
+    with pytest.raises(ValueError) as err:
+        load_config("cpu-tiny", overrides=[setting])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_train_checks_the_settings_before_creating_the_run_folder(tmp_path):
+    from dataclasses import replace
+    cfg = replace(tiny_config(tmp_path, "negative"), iterations=-3)  # the Python API skips load_config's checks
+    with pytest.raises(ValueError, match=r"iterations = -3: must be a positive integer or null \(--iterations N"):
+        train(cfg)
+    assert not (tmp_path / "negative").exists()
+    with pytest.raises(ValueError, match=r"--set clips_per_video=N\) or lower batch_size \(--set batch_size=N\)"):
+        train(tiny_config(tmp_path, "few", batch_size=8))  # 3 videos x 2 clips cannot fill a batch of 8
+    assert not (tmp_path / "few").exists()
+
+
+def test_a_damaged_frame_read_in_a_dataloader_worker_is_one_line(tmp_path, monkeypatch):
+    import dense_ulearn.train as train_module
+    from dense_ulearn.data import JPEG_EOI, make_synthetic_davis
+    videos = make_synthetic_davis(tmp_path / "videos", n_videos=3, n_frames=10, size=(40, 56), seed=0)
+    make_loader = train_module.make_loader
+    def damage_then_load(*args, **kwargs):  # the frames break after the data set was opened (checked): found in a worker
+        for frame in videos.rglob("*.jpg"):
+            data = frame.read_bytes()
+            frame.write_bytes(data[:len(data) // 3] + JPEG_EOI)
+        return make_loader(*args, **kwargs)
+    monkeypatch.setattr(train_module, "make_loader", damage_then_load)
+    with pytest.raises(ValueError) as err:
+        train(tiny_config(tmp_path, "broken", iterations=1, workers=1, video_root=str(videos)))
+    message = str(err.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert message.startswith("training video 'synth-0") and "cannot decode frame" in message, message
+    assert not (tmp_path / "broken").exists()
