@@ -5,7 +5,7 @@ Writes into a git-ignored folder of the checkout (default `data/device`, ignored
   data/device/davis/   a few DAVIS-2017 val sequences at full 480p, frames and annotations copied byte for byte,
                        with ImageSets/2017/val.txt listing them (for --davis-root);
   data/device/video/   the training video (any layout `open_videos` reads) re-encoded as JPEG with the short side
-                       resized to --short-side (330 px, as the reference run of method.md §11), in the DAVIS layout
+                       resized to --short-side (330 px, as the project's reference run of the official code), in the DAVIS layout
                        JPEGImages/480p/<video>/00000.jpg… (the folder name is the layout's; the frames are smaller)
                        and ImageSets/2017/train.txt (for --video-root).
 

@@ -1,4 +1,4 @@
-"""Speed and memory on a GPU (CPU fallback), side by side with the official code's figures (method.md §11).
+"""Speed and memory on a GPU (CPU fallback), side by side with the official code's figures (run unchanged by this project on one H100).
 
 Measured, each in its own process (a fresh interpreter on CUDA; a fork of this one on the CPU, which never runs
 torch itself, so each child's peak RSS belongs to its measurement plus the imported libraries):
@@ -58,12 +58,14 @@ from dense_ulearn.data import DavisDataset
 from dense_ulearn.options import find_data, resolve_device
 from dense_ulearn.encoder import build_encoder, load_encoder
 from dense_ulearn.propagate import PRECISIONS, PropagationConfig, propagate_sequence
-from dense_ulearn.train import (DistInfo, EpochBatchSampler, TrainHooks, build_optimizer, build_scheduler,
-                                clip_dataset, initial_encoder, load_config, make_loader, speed_options, train_step,
-                                training_device, training_module, training_videos)
+from dense_ulearn.config import load_config
+from dense_ulearn.distributed import DistInfo
+from dense_ulearn.train import (EpochBatchSampler, TrainHooks, build_optimizer, build_scheduler, clip_dataset,
+                                initial_encoder, make_loader, speed_options, train_step, training_device,
+                                training_module, training_videos)
 
 GIB = 2 ** 30
-# method.md §11: the official code, unchanged, on one H100 (torch 2.11, PyTorch's default TF32 for cuDNN convolutions)
+# The official code, unchanged, run by this project on one H100 (torch 2.11, PyTorch's default TF32 for cuDNN convolutions)
 REFERENCE = dict(
     train=dict(it_s=12.1, mem_gib=(9.5, 9.5), text="12.1 it/s, 9.5 GiB"),
     e2e=dict(it_s=3.7, mem_gib=None, text="3.7 it/s (PIL-bound)"),
@@ -517,7 +519,7 @@ def header(device: str, args, first: dict | None) -> str:
     if first and device.startswith("cuda"):
         tf32 = f"; fp32 numerics: cuDNN TF32 {'on' if first['cudnn_tf32'] else 'off'}, matmul precision {first['matmul_precision']}"
     return (f"bench/gpu.py on {name}; torch {torch.__version__}{tf32}. Reference: the official code on one H100 "
-            "(method.md §11). Memory: " + ("CUDA max allocated over the timed part." if device.startswith("cuda")
+            "(the project's reference run). Memory: " + ("CUDA max allocated over the timed part." if device.startswith("cuda")
                                           else "peak RSS of the measuring process (libraries included)."))
 
 

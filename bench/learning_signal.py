@@ -31,7 +31,8 @@ from dense_ulearn.options import shared_paths
 from dense_ulearn.demo import (checkpoint_step, demo_propagation, demo_train_config, evaluate_models, jf_table,
                                propagate_models, sequence_table)
 from dense_ulearn.encoder import build_encoder, load_encoder
-from dense_ulearn.train import parse_overrides, train
+from dense_ulearn.config import parse_overrides
+from dense_ulearn.train import train
 
 
 def parse_args(argv=None):

@@ -1,6 +1,6 @@
 """Label propagation at full DAVIS 480p: the fast streaming `propagate` against the reference strategy.
 
-The reference strategy is `propagate_reference` (method.md §5 as the official code does it: the 21-entry context
+The reference strategy is `propagate_reference` (as the official code does it: the 21-entry context
 stacked for one batched einsum per chunk of 100 query cells, the dense (hw)² additive radius mask, top-k over all
 21·h·w candidates, softmax). Both run on the same res4 features of real frames (feature map 60×107, 512-d), each in
 its own subprocess, one after the other in this run. Printed: time per frame, peak memory (peak RSS of the

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from dense_ulearn.encoder import build_encoder
-from dense_ulearn.losses import LossConfig, anchor_positions, compute_losses, cross_view_loss, space_time_loss
+from dense_ulearn.losses import LossConfig, compute_losses, losses_from_keys
 
 KEY_DIM = 128  # channels of the encoder's key
 STRIDE = 8  # output stride of the encoder
@@ -60,11 +60,7 @@ def time_losses(b: int, t: int, h: int, theta, cfg, seed: int) -> float:
     k = F.normalize(torch.randn(b, t, KEY_DIM, h, h, generator=gen), dim=2).requires_grad_()
     k_aug = F.normalize(torch.randn(b, t, KEY_DIM, h, h, generator=gen), dim=2)
     start = time.perf_counter()
-    anchors = anchor_positions(b, (h, h), cfg.anchor_grid, gen)
-    points = anchor_positions(b, (h, h), cfg.cv_grid, gen)
-    st, _ = space_time_loss(k, k_aug, theta, anchors, cfg.temperature)
-    cv = cross_view_loss(k[:, 0], k_aug[:, 0], theta, points, cfg.temperature)
-    (st + cfg.cv_weight * cv).backward()
+    losses_from_keys(k, k_aug, theta, cfg, gen)["loss"].backward()  # the grids, L_ST and L_CV of one step
     return time.perf_counter() - start
 
 

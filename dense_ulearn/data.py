@@ -22,9 +22,9 @@ __all__ = ['VOID_ID', 'DAVIS_PALETTE', 'MASK_MODES', 'MAX_OBJECT_IDS', 'EDGE_RAD
            'open_davis_sequence', 'VideoDataset', 'DavisDataset', 'ObjectIdGapWarning', 'first_frame_object_ids',
            'open_ytvos_video', 'YouTubeVOSDataset', 'natural_key', 'open_frame_folder', 'VideoFileSequence',
            'VideoFolder', 'detect_layout', 'open_videos', 'Texture', 'Blob', 'random_blob', 'SyntheticVideo',
-           'render_synthetic_video', 'synthetic_video', 'make_synthetic_davis', 'overlay_mask', 'downscale',
-           'show_images', 'show_sequences', 'item_generator', 'randint', 'sample_frame_indices', 'sample_short_side',
-           'resized_size', 'resize_frames_to', 'resize_frames', 'crop_corner', 'ClipDataset', 'worker_error_message']
+           'render_synthetic_video', 'synthetic_video', 'make_synthetic_davis', 'item_generator', 'randint',
+           'sample_frame_indices', 'sample_short_side', 'resized_size', 'resize_frames_to', 'resize_frames',
+           'crop_corner', 'ClipDataset', 'worker_error_message']
 
 # %% ../nbs/00_data.ipynb #b22ec65b
 def _existing_dir(path, what: str) -> Path:
@@ -724,49 +724,6 @@ def make_synthetic_davis(root,                # folder to write (created; existi
     (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"): (root / "ImageSets" / "2017" / f"{split}.txt").write_text("\n".join(names) + "\n")
     return root
-
-# %% ../nbs/00_data.ipynb #04ab528b
-def overlay_mask(frame: np.ndarray,        # [H,W,3] uint8
-                 labels: np.ndarray | None,  # [H,W] uint8 ids, or None
-                 alpha: float = 0.55) -> np.ndarray:
-    "Frame with the object ids painted in DAVIS colours, `uint8 [H,W,3]`."
-    if labels is None: return frame
-    colour = DAVIS_PALETTE[labels].astype(np.float32)  # [H,W,3]
-    blend = np.where((labels > 0)[..., None], (1 - alpha) * frame + alpha * colour, frame)
-    return blend.round().astype(np.uint8)
-
-def downscale(img: np.ndarray, factor: int) -> np.ndarray:
-    "Shrink an image by an integer factor (box filter for frames, nearest for label maps), for pictures."
-    if factor == 1: return img
-    pil = Image.fromarray(img)
-    resample = Image.Resampling.BOX if img.ndim == 3 else Image.Resampling.NEAREST
-    return np.array(pil.resize((pil.width // factor, pil.height // factor), resample))
-
-def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int | None = None,
-                size: float = 2.5, suptitle: str | None = None):
-    "Show uint8 / float images in a grid; returns the matplotlib figure."
-    import matplotlib.pyplot as plt
-    ncols = ncols or len(images)
-    nrows = (len(images) + ncols - 1) // ncols
-    h, w = images[0].shape[:2]
-    fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols * w / h, size * nrows), squeeze=False)
-    for k, ax in enumerate(axs.flat):
-        ax.axis("off")
-        if k < len(images): ax.imshow(images[k])
-        if titles is not None and k < len(titles): ax.set_title(titles[k], fontsize=8)
-    if suptitle: fig.suptitle(suptitle)
-    fig.tight_layout()
-    return fig
-
-def show_sequences(sequences: Sequence[VideoSequence], n_frames: int = 4, factor: int = 4, size: float = 1.6):
-    "Evenly spaced frames of each sequence with their masks overlaid (one row per sequence)."
-    images, titles = [], []
-    for seq in sequences:
-        for i in np.linspace(0, len(seq) - 1, n_frames).round().astype(int):
-            m = seq.mask(i)
-            images.append(overlay_mask(downscale(seq.frame(i), factor), None if m is None else downscale(m, factor)))
-            titles.append(f"{seq.name} {seq.frame_paths[i].stem}")
-    return show_images(images, titles, ncols=n_frames, size=size)
 
 # %% ../nbs/00_data.ipynb #cdfb3711
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:

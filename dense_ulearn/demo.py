@@ -13,29 +13,29 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from PIL import Image
 
 from . import __version__
-from .data import DAVIS_PALETTE, DavisDataset, make_synthetic_davis, overlay_mask, read_mask
+from .data import DavisDataset, make_synthetic_davis, read_mask
 from .encoder import build_encoder, load_encoder
 from .explore import save_gallery
 from .evaluate import GLOBAL_COLUMNS, evaluate_davis, write_results
 from .options import (DATA_ENV_VAR, DataFound, check_output_path, find_data, prepare_output, read_marker,
                                   resolve_device, visible_entries)
 from .propagate import PropagationConfig, propagate_dataset
-from .train import PRESETS, TrainConfig, load_config, parse_overrides, train
+from .config import PRESETS, TrainConfig, load_config, parse_overrides
+from .train import train
+from .viz import compact_png, new_figure, overlay_outlined, save_figure, thumbnail
 
 # %% auto #0
-__all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'DATA_SOURCES', 'MODEL_COLOURS', 'HTML_STYLE', 'GPU_PRESET', 'DEFAULT_ITERATIONS',
-           'DEFAULT_MINUTES', 'DEFAULT_SEQUENCES', 'PRESET_CHANGES', 'DEFAULT_SCALE', 'DEFAULT_PROPAGATION',
-           'DEFAULT_OUT', 'REPORT_FILES', 'SyntheticSpec', 'DemoData', 'select_demo_data', 'write_synthetic',
-           'jf_table', 'sequence_table', 'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth', 'plot_loss_curve',
-           'mask_boundary', 'overlay_outlined', 'strip_indices', 'thumbnail', 'overlay_strip', 'compact_png',
-           'save_figure', 'png_data_uri', 'markdown_table', 'with_difference', 'report_sections', 'markdown_report',
-           'html_report', 'write_report', 'default_preset', 'demo_dataset', 'report_dir', 'prepare_report_dir',
-           'demo_train_config', 'checkpoint_step', 'demo_models', 'demo_propagation', 'propagate_models',
-           'evaluate_models', 'explore_figures', 'demo_figures', 'describe_scale', 'demo_facts', 'DemoReport',
-           'check_demo_args', 'run_demo', 'readme_picture']
+__all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'DATA_SOURCES', 'MODEL_COLOURS', 'REPORT_DPI', 'HTML_STYLE', 'GPU_PRESET',
+           'DEFAULT_ITERATIONS', 'DEFAULT_MINUTES', 'DEFAULT_SEQUENCES', 'PRESET_CHANGES', 'DEFAULT_SCALE',
+           'DEFAULT_PROPAGATION', 'DEFAULT_OUT', 'REPORT_FILES', 'SyntheticSpec', 'DemoData', 'select_demo_data',
+           'write_synthetic', 'jf_table', 'sequence_table', 'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth',
+           'plot_loss_curve', 'strip_indices', 'overlay_strip', 'png_data_uri', 'markdown_table', 'with_difference',
+           'report_sections', 'markdown_report', 'html_report', 'write_report', 'default_preset', 'demo_dataset',
+           'report_dir', 'prepare_report_dir', 'demo_train_config', 'checkpoint_step', 'demo_models',
+           'demo_propagation', 'propagate_models', 'evaluate_models', 'explore_figures', 'demo_figures',
+           'describe_scale', 'demo_facts', 'DemoReport', 'check_demo_args', 'run_demo', 'readme_picture']
 
 # %% ../nbs/07_demo.ipynb #73aeafd4
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ MODEL_COLOURS = {"trained": "tab:blue", "random": "tab:gray"}
 def plot_sequence_bars(table: pd.DataFrame,  # rows: sequences, columns: models (J&F in [0,1])
                        title: str = "J&F per sequence") -> Figure:
     "Grouped bar chart of per-sequence J&F, one bar per model."
-    fig = Figure(figsize=(max(4.0, 0.9 * len(table) + 1.5), 3.2), layout="constrained")
-    ax = fig.add_subplot()
+    fig, axes = new_figure(figsize=(max(4.0, 0.9 * len(table) + 1.5), 3.2), images=False)
+    ax = axes[0, 0]
     width = 0.8 / max(1, table.shape[1])
     x = np.arange(len(table))
     for k, model in enumerate(table.columns):
@@ -156,8 +156,8 @@ def smooth(values: pd.Series, window: int = 10) -> pd.Series:
 def plot_loss_curve(scalars: dict[str, pd.Series],  # from `read_scalars`
                     window: int = 10) -> Figure:     # running-mean width (at most a fifth of the points)
     "Training-loss curves (raw, faint, and smoothed) against the iteration."
-    fig = Figure(figsize=(6.0, 3.2), layout="constrained")
-    ax = fig.add_subplot()
+    fig, axes = new_figure(figsize=(6.0, 3.2), images=False)
+    ax = axes[0, 0]
     tags = loss_tags(scalars)
     for k, tag in enumerate(tags):
         s, colour = scalars[tag], f"C{k}"
@@ -168,32 +168,10 @@ def plot_loss_curve(scalars: dict[str, pd.Series],  # from `read_scalars`
     if tags: ax.legend(fontsize="small")
     return fig
 
-# %% ../nbs/07_demo.ipynb #869041e3
-def mask_boundary(labels: np.ndarray) -> np.ndarray:  # [H,W] ids -> [H,W] bool
-    "Pixels whose right or lower neighbour has another label."
-    edge = np.zeros(labels.shape, bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return edge
-
-def overlay_outlined(frame: np.ndarray,   # [H,W,3] uint8
-                     labels: np.ndarray,  # [H,W] uint8 ids (0 background)
-                     alpha: float = 0.5) -> np.ndarray:  # -> [H,W,3] uint8
-    "`data.overlay_mask` (objects blended in their palette colours) with each object's boundary drawn solid."
-    out = overlay_mask(frame, labels, alpha).copy()
-    edge = mask_boundary(labels)
-    out[edge] = DAVIS_PALETTE[labels][edge]
-    return out
-
 # %% ../nbs/07_demo.ipynb #7b029420
 def strip_indices(n_frames: int) -> list[int]:
     "First, middle and last frame index (fewer when the video is shorter)."
     return sorted({0, n_frames // 2, n_frames - 1})
-
-def thumbnail(img: np.ndarray, height: int) -> np.ndarray:
-    "An image resized to `height` rows (nearest neighbour keeps label colours exact)."
-    h, w = img.shape[:2]
-    return np.asarray(Image.fromarray(img).resize((max(1, round(w * height / h)), height), Image.NEAREST))
 
 def overlay_strip(seq,                      # VideoSequence with ground-truth masks
                   results_dirs: dict,       # {model name: folder with <seq>/<frame>.png}
@@ -206,8 +184,7 @@ def overlay_strip(seq,                      # VideoSequence with ground-truth ma
         rows[name] = [read_mask(Path(folder) / seq.name / f"{seq.frame_paths[i].stem}.png") for i in idx]
     frames = [seq.frame(i) for i in idx]
     h, w = frames[0].shape[:2]
-    fig = Figure(figsize=(len(idx) * 2.2 * w / h, len(rows) * 2.2 + 0.3), layout="constrained")
-    axes = fig.subplots(len(rows), len(idx), squeeze=False)
+    fig, axes = new_figure(len(rows), len(idx), figsize=(len(idx) * 2.2 * w / h, len(rows) * 2.2 + 0.3), images=False)
     for r, (name, masks) in enumerate(rows.items()):
         for c, (frame, mask) in enumerate(zip(frames, masks)):
             ax = axes[r, c]
@@ -219,17 +196,7 @@ def overlay_strip(seq,                      # VideoSequence with ground-truth ma
     return fig
 
 # %% ../nbs/07_demo.ipynb #56ed9fcb
-def compact_png(path, max_bytes: int = 200_000) -> Path:
-    "Re-save a PNG larger than `max_bytes` with a 256-colour palette (about 3× smaller for photos)."
-    path = Path(path)
-    if path.stat().st_size > max_bytes: Image.open(path).convert("RGB").quantize(256).save(path)
-    return path
-
-def save_figure(fig: Figure, path, dpi: int = 90) -> Path:
-    "Write `fig` as a PNG (parent folders created; compacted when large)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return compact_png(path)
+REPORT_DPI = 90  # resolution of the report's figures (`viz.save_figure`)
 
 def png_data_uri(path) -> str:
     "A PNG file as a `data:` URI for an `<img src=...>`."
@@ -442,10 +409,11 @@ def demo_figures(fig_dir, results: dict, masks_dirs: dict, dataset, run_dir,
                  models: dict | None = None) -> dict[str, list[Path]]:  # both models, for the explorer's pictures
     "Every figure of the report, saved as PNGs: {report section: [paths]}."
     fig_dir, table = Path(fig_dir), sequence_table(results)
-    strips = [save_figure(overlay_strip(seq, masks_dirs, scores=table.loc[seq.name].to_dict()), fig_dir / f"masks_{seq.name}.png")
-              for seq in dataset]
-    figs = {"J&F per sequence (chart)": [save_figure(plot_sequence_bars(table), fig_dir / "jf_per_sequence.png")],
-            "Training loss": [save_figure(plot_loss_curve(read_scalars(Path(run_dir) / "tb")), fig_dir / "training_loss.png")],
+    strips = [save_figure(overlay_strip(seq, masks_dirs, scores=table.loc[seq.name].to_dict()), fig_dir / f"masks_{seq.name}.png",
+                          REPORT_DPI) for seq in dataset]
+    figs = {"J&F per sequence (chart)": [save_figure(plot_sequence_bars(table), fig_dir / "jf_per_sequence.png", REPORT_DPI)],
+            "Training loss": [save_figure(plot_loss_curve(read_scalars(Path(run_dir) / "tb")), fig_dir / "training_loss.png",
+                                          REPORT_DPI)],
             "Masks: first, middle and last frame (ground truth, trained, random)": strips}
     explored = [] if models is None else explore_figures(models, dataset[0], fig_dir)
     if explored: figs[f"Affinities, features and pseudo labels on {dataset[0].name} (affinity explorer)"] = explored
@@ -569,4 +537,4 @@ def readme_picture(checkpoint,              # trained encoder checkpoint (None: 
         if checkpoint is not None: models = {"trained": load_encoder(checkpoint).eval()} | models
         dirs = propagate_models(models, dataset, work / "masks", scale=1.0, overwrite=True, progress=False)
         scores = sequence_table(evaluate_models(root, dirs, dataset.names)).loc[sequence].to_dict()
-        return save_figure(overlay_strip(dataset[0], dirs, scores), out)
+        return save_figure(overlay_strip(dataset[0], dirs, scores), out, REPORT_DPI)

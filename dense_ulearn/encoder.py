@@ -19,8 +19,7 @@ import torchvision
 __all__ = ['OFFICIAL_PREFIXES', 'remove_strides', 'Backbone', 'feature_size', 'ProjectionHead', 'l2_normalize', 'DenseEncoder',
            'build_encoder', 'strip_prefix', 'encoder_keys', 'official_to_ours', 'map_official_state_dict',
            'parse_shape', 'read_key_table', 'fake_official_snapshot', 'describe_keys', 'is_official_layout',
-           'encoder_state_dict', 'numpy_safe_globals', 'unreadable_reason', 'load_checkpoint_file', 'load_encoder',
-           'feature_pca']
+           'encoder_state_dict', 'numpy_safe_globals', 'unreadable_reason', 'load_checkpoint_file', 'load_encoder']
 
 # %% ../nbs/02_encoder.ipynb #c7291e28
 def remove_strides(
@@ -230,21 +229,3 @@ def load_encoder(
     try: model.load_state_dict(sd, strict=True)
     except RuntimeError as e: raise ValueError(f"{path}: checkpoint does not fit DenseEncoder: {e}") from e
     return model.eval()
-
-# %% ../nbs/02_encoder.ipynb #9f7d9973
-def feature_pca(
-    feats:torch.Tensor, # [C,h,w] features
-    n_components:int=3, # output channels
-    margin:int=0, # fit on cells at least this far from the border (zero padding dominates border cells)
-    quantile:float=0.01, # each component is scaled so its [q, 1-q] quantiles span [0,1], then clipped
-) -> torch.Tensor: # [h,w,n_components] in [0,1]
-    "Project features on their first principal components (for pictures)."
-    C, h, w = feats.shape
-    fit = feats[:, margin:h - margin, margin:w - margin].reshape(C, -1).T.double()  # [n_fit,C]
-    mean = fit.mean(0)
-    _, _, v = torch.linalg.svd(fit - mean, full_matrices=False)  # v: [C,C], rows are components
-    components = v[:n_components].T  # [C,n]
-    fitted = (fit - mean) @ components  # [n_fit,n]
-    lo, hi = torch.quantile(fitted, quantile, dim=0), torch.quantile(fitted, 1 - quantile, dim=0)
-    proj = (feats.reshape(C, h * w).T.double() - mean) @ components  # [hw,n]
-    return ((proj - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1).reshape(h, w, n_components).float()

@@ -50,17 +50,19 @@ def db_eval_iou(gt: np.ndarray,    # [...,H,W] bool, ground-truth mask of one ob
 def show_overlay(frame: np.ndarray,  # [H,W,3] uint8 RGB frame
                  gt: np.ndarray,     # [H,W] bool, ground-truth mask of one object
                  pred: np.ndarray,   # [H,W] bool, result mask of the object
-                 ax=None, alpha: float = 0.55, title: str | None = None):
+                 ax=None,  # draw into these axes (None: a new figure)
+                 alpha: float = 0.55, title: str | None = None):  # -> the figure
     "Result vs ground truth on the frame: green both, red result only (false positive), blue missed (false negative)."
-    import matplotlib.pyplot as plt
-    if ax is None: ax = plt.subplots(figsize=(8, 4.6))[1]
+    if ax is None:
+        from dense_ulearn.viz import new_figure  # imported here: scoring masks needs no matplotlib
+        ax = new_figure(figsize=(8, 4.6))[1][0, 0]
     colours = np.zeros((*gt.shape, 4))  # [H,W,RGBA]
     colours[gt & pred] = (0.0, 0.8, 0.0, alpha)
     colours[pred & ~gt] = (0.9, 0.0, 0.0, alpha)
     colours[gt & ~pred] = (0.0, 0.3, 1.0, alpha)
     ax.imshow(frame); ax.imshow(colours); ax.set_axis_off()
     ax.set_title(title or f"J = {db_eval_iou(gt, pred):.3f}   (green: both, red: result only, blue: missed)")
-    return ax
+    return ax.figure
 
 # %% ../nbs/06_evaluate.ipynb #e4e34631
 def seg2bmap_reference(mask: np.ndarray) -> np.ndarray:  # [H,W] bool -> [H,W] bool
@@ -180,15 +182,17 @@ def db_eval_boundary(gt: np.ndarray,    # [H,W] or [T,H,W] bool, ground-truth ma
 
 # %% ../nbs/06_evaluate.ipynb #51a02543
 def show_boundaries(gt: np.ndarray, pred: np.ndarray,  # [H,W] bool masks of one object
-                    bound_th: float = BOUND_TH, box: tuple[slice, slice] | None = None, axs=None):
+                    bound_th: float = BOUND_TH, box: tuple[slice, slice] | None = None,
+                    axs=None):  # two axes to draw into (None: a new figure) -> the figure
     "Boundary maps with their tolerance bands: precision (result boundary vs GT band) and recall (GT boundary vs result band)."
-    import matplotlib.pyplot as plt
     bound_pix = boundary_tolerance(gt.shape, bound_th)
     footprint = disk(bound_pix).astype(bool)
     b_gt, b_fg = seg2bmap(gt), seg2bmap(pred)
     precision, recall, f = boundary_precision_recall(gt, pred, bound_th)
     if box is None: box = padded_box(gt | pred, pad=int(bound_pix) + 2) or (slice(None), slice(None))
-    if axs is None: axs = plt.subplots(1, 2, figsize=(12, 5))[1]
+    if axs is None:
+        from dense_ulearn.viz import new_figure  # imported here: scoring masks needs no matplotlib
+        axs = new_figure(1, 2, figsize=(12, 5))[1][0]
     panels = [(f"precision {precision:.3f}: result boundary in the GT band", b_fg, b_gt),
               (f"recall {recall:.3f}: GT boundary in the result band", b_gt, b_fg)]
     for ax, (title, tested, reference) in zip(axs, panels):
@@ -200,7 +204,7 @@ def show_boundaries(gt: np.ndarray, pred: np.ndarray,  # [H,W] bool masks of one
         rgb[tested & ~band] = (0.9, 0.0, 0.0)            # not matched
         ax.imshow(rgb[box], interpolation="nearest"); ax.set_title(title, fontsize=10); ax.set_axis_off()
     axs[0].figure.suptitle(f"F = {f:.3f}   (tolerance {bound_pix:.0f} px)")
-    return axs
+    return axs[0].figure
 
 # %% ../nbs/06_evaluate.ipynb #54a4bc49
 N_DECAY_BINS = 4         # decay compares the first and the last of this many bins
@@ -327,10 +331,12 @@ def evaluate_sequence(seq: VideoSequence,  # a labelled DAVIS sequence (ground t
 
 # %% ../nbs/06_evaluate.ipynb #ace04633
 def show_frame_curve(per_frame: pd.DataFrame,  # rows (Sequence, Object, Frame, J, F)
-                     sequence: str, obj: int = 1, ax=None):
+                     sequence: str, obj: int = 1,
+                     ax=None):  # draw into these axes (None: a new figure) -> the figure
     "J and F of one object over the scored frames, with the first and last decay bins shaded."
-    import matplotlib.pyplot as plt
-    if ax is None: ax = plt.subplots(figsize=(9, 3.2))[1]
+    if ax is None:
+        from dense_ulearn.viz import new_figure  # imported here: scoring masks needs no matplotlib
+        ax = new_figure(figsize=(9, 3.2), images=False)[1][0, 0]
     rows = per_frame[(per_frame.Sequence == sequence) & (per_frame.Object == obj)]
     if rows.empty: raise ValueError(f"no per-frame rows for sequence {sequence!r}, object {obj}")
     x = rows.Frame.astype(int).to_numpy()
@@ -340,7 +346,7 @@ def show_frame_curve(per_frame: pd.DataFrame,  # rows (Sequence, Object, Frame, 
     ax.plot(x, rows.F, label=f"F (mean {rows.F.mean():.3f})")
     ax.axhline(RECALL_THRESHOLD, color="0.5", lw=0.8, ls="--")
     ax.set(xlabel="frame", ylim=(0, 1.02), title=f"{sequence}, object {obj}"); ax.legend(loc="lower left")
-    return ax
+    return ax.figure
 
 # %% ../nbs/06_evaluate.ipynb #9bd83862
 OBJECT_COLUMNS = ["Sequence", "Object", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
@@ -424,10 +430,12 @@ def evaluate_davis(davis_root,                 # DAVIS-2017 root (JPEGImages, An
     return EvalResult.from_per_frame(per_frame)
 
 # %% ../nbs/06_evaluate.ipynb #d65a1b34
-def show_sequence_bars(per_object: pd.DataFrame, ax=None):
+def show_sequence_bars(per_object: pd.DataFrame,
+                       ax=None):  # draw into these axes (None: a new figure) -> the figure
     "J-Mean and F-Mean of every object as bars, with the global J&F-Mean as a dashed line."
-    import matplotlib.pyplot as plt
-    if ax is None: ax = plt.subplots(figsize=(max(5, 0.9 * len(per_object) + 2), 3.5))[1]
+    if ax is None:
+        from dense_ulearn.viz import new_figure  # imported here: scoring masks needs no matplotlib
+        ax = new_figure(figsize=(max(5, 0.9 * len(per_object) + 2), 3.5), images=False)[1][0, 0]
     x = np.arange(len(per_object))
     ax.bar(x - 0.2, per_object["J-Mean"], 0.4, label="J-Mean")
     ax.bar(x + 0.2, per_object["F-Mean"], 0.4, label="F-Mean")
@@ -435,7 +443,7 @@ def show_sequence_bars(per_object: pd.DataFrame, ax=None):
     ax.axhline(jf, color="k", ls="--", lw=1, label=f"J&F-Mean {jf:.3f}")
     ax.set_xticks(x, per_sequence_table(per_object).Sequence, rotation=30, ha="right")
     ax.set(ylim=(0, 1), ylabel="score"); ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    return ax
+    return ax.figure
 
 # %% ../nbs/06_evaluate.ipynb #69516bf5
 RESULT_FILES = {"global_": "global_results-{split}.csv", "per_sequence": "per-sequence_results-{split}.csv",

@@ -5,7 +5,6 @@
 # %% ../nbs/08_explore.ipynb #42ee96ff
 from __future__ import annotations
 
-import io
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -19,22 +18,23 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .data import DAVIS_PALETTE, VideoSequence, denormalize, normalize, overlay_mask
+from .data import VideoSequence, denormalize, normalize
 from .options import repo_root
 from .encoder import build_encoder, load_encoder
-from .losses import LossConfig, anchor_colors, compute_losses
+from .losses import LossConfig, compute_losses
 from .propagate import PropagationConfig, context_frames, knn_reference, propagate_sequence, radius_mask, scaled_size
+from .viz import (PANEL_INCHES, features_to_rgb, figure_png, figure_to_array, new_figure, overlay_outlined,
+                              save_figure, show_pseudo_labels)
 
 # %% auto #0
-__all__ = ['FEATURES', 'PANEL_INCHES', 'TRAINING_CROP', 'IDENTITY_THETA', 'CHECKPOINT_ROOTS', 'CHECKPOINT_NAME', 'resize_frame',
-           'resize_mask', 'load_clip', 'eval_mode', 'model_device', 'frames_to_input', 'encode_frames', 'new_figure',
-           'figure_to_array', 'save_figure', 'mask_boundary', 'overlay_outlined', 'show_propagation', 'pca_basis',
-           'features_to_rgb', 'show_features', 'center_square', 'clip_views', 'view_pictures', 'clip_pseudo_labels',
-           'paint_labels', 'show_pseudo_labels', 'QueryAffinity', 'stack_context', 'query_affinity', 'cell_to_pixel',
-           'pixel_to_cell', 'object_center', 'shown_frames', 'heat_rgba', 'grouped_picks', 'draw_affinity',
-           'update_affinity', 'show_affinity', 'find_checkpoint', 'training_seed', 'load_models', 'stack_images',
-           'first_frames', 'GalleryConfig', 'gallery_figures', 'propagated_masks', 'save_gallery', 'widgets_available',
-           'ipympl_active', 'clickable_canvas', 'figure_png', 'FeatureCache', 'AffinityExplorer', 'build_explorer']
+__all__ = ['FEATURES', 'TRAINING_CROP', 'IDENTITY_THETA', 'CHECKPOINT_ROOTS', 'CHECKPOINT_NAME', 'resize_frame', 'resize_mask',
+           'load_clip', 'eval_mode', 'model_device', 'frames_to_input', 'encode_frames', 'show_propagation',
+           'show_features', 'center_square', 'clip_views', 'clip_pseudo_labels', 'pseudo_label_figure', 'QueryAffinity',
+           'stack_context', 'query_affinity', 'cell_to_pixel', 'pixel_to_cell', 'object_center', 'shown_frames',
+           'heat_rgba', 'grouped_picks', 'draw_affinity', 'update_affinity', 'show_affinity', 'find_checkpoint',
+           'training_seed', 'load_models', 'stack_images', 'first_frames', 'GalleryConfig', 'gallery_figures',
+           'propagated_masks', 'save_gallery', 'widgets_available', 'ipympl_active', 'clickable_canvas', 'FeatureCache',
+           'AffinityExplorer', 'build_explorer']
 
 # %% ../nbs/08_explore.ipynb #3b32958c
 def resize_frame(frame: np.ndarray,  # uint8 [H,W,3]
@@ -89,48 +89,6 @@ def encode_frames(model: torch.nn.Module,  # a DenseEncoder
         if feature == "res4": return torch.cat([model.res4_features(b) for b in x.split(batch_size)])
         return torch.cat([model(b)[feature] for b in x.split(batch_size)])
 
-# %% ../nbs/08_explore.ipynb #f5e68f57
-PANEL_INCHES = 2.4  # width of one picture panel
-
-def new_figure(n_rows: int, n_cols: int, aspect: float = 1.0,  # panel height / width
-               ) -> tuple[Figure, np.ndarray]:  # the figure and its axes [n_rows,n_cols], image style (no ticks)
-    fig = Figure(figsize=(PANEL_INCHES * n_cols, PANEL_INCHES * aspect * n_rows + 0.4), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    for ax in axes.flat: ax.set_axis_off()
-    return fig, axes
-
-def figure_to_array(fig: Figure, dpi: int = 100) -> np.ndarray:  # uint8 [H,W,3]
-    "Rasterise `fig` with Agg (no pyplot)."
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-def save_figure(fig: Figure, path, dpi: int = 100) -> Path:
-    "Write `fig` as a PNG (folders created) and return the path."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
-
-# %% ../nbs/08_explore.ipynb #af02d9ea
-def mask_boundary(mask: np.ndarray,  # [H,W] ids
-                 ) -> np.ndarray:  # bool [H,W]: pixels whose right or lower neighbour has another id
-    edge = np.zeros(mask.shape, bool)
-    edge[:, :-1] |= mask[:, :-1] != mask[:, 1:]
-    edge[:-1, :] |= mask[:-1, :] != mask[1:, :]
-    return edge
-
-def overlay_outlined(frame: np.ndarray,  # uint8 [H,W,3]
-                     mask: np.ndarray | None,  # uint8 [H,W] object ids, or None (frame returned as is)
-                     alpha: float = 0.5,  # opacity of the object colour
-                    ) -> np.ndarray:  # uint8 [H,W,3]
-    "`data.overlay_mask` plus each object's boundary in its solid palette colour."
-    if mask is None: return frame
-    out = overlay_mask(frame, mask, alpha)
-    edge = mask_boundary(mask) & (mask > 0)
-    out[edge] = DAVIS_PALETTE[mask[edge]]
-    return out
-
 # %% ../nbs/08_explore.ipynb #4e0bef1c
 def show_propagation(frames: np.ndarray,  # uint8 [T,H,W,3]
                      masks,  # [T,H,W] uint8 ids (one row), or a dict row title -> [T,H,W] (one row each)
@@ -149,32 +107,6 @@ def show_propagation(frames: np.ndarray,  # uint8 [T,H,W,3]
             axes[r, c].set_title(f"{name} t={t}".strip(), fontsize=8)
     if title: fig.suptitle(title, fontsize=10)
     return fig
-
-# %% ../nbs/08_explore.ipynb #5174a465
-def pca_basis(x: torch.Tensor,  # [N,C] samples
-              n_components: int = 3,
-             ) -> tuple[torch.Tensor, torch.Tensor]:  # mean [C], basis [n,C] (orthonormal rows, sign fixed)
-    "Principal directions of `x` (eigenvectors of the scatter matrix); each sign makes the largest-|.| coefficient positive."
-    mean = x.mean(0)
-    centred = x - mean
-    _, vectors = torch.linalg.eigh(centred.T @ centred)  # [C,C], eigenvalues ascending (cheaper than an SVD of [N,C])
-    basis = vectors[:, -n_components:].flip(1).T  # [n,C], largest variance first
-    sign = torch.sign(basis.gather(1, basis.abs().argmax(1, keepdim=True)))  # [n,1]
-    return mean, basis * sign
-
-def features_to_rgb(feats: torch.Tensor,  # [T,C,h,w]
-                    margin: int = 1,  # fit on cells at least this far from each frame's border (zero padding dominates there)
-                    quantile: float = 0.01,  # each channel spans its [q, 1-q] quantiles over the fitted cells, then clipped
-                   ) -> np.ndarray:  # float32 [T,h,w,3] in [0,1]
-    "The first three principal components of all frames' features (one shared basis) as RGB."
-    T, C, h, w = feats.shape
-    feats = feats.detach().double().cpu()
-    fit = feats[:, :, margin:h - margin, margin:w - margin].permute(0, 2, 3, 1).reshape(-1, C)  # [T,C,h',w'] -> [Th'w',C]
-    mean, basis = pca_basis(fit)
-    lo, hi = torch.quantile((fit - mean) @ basis.T, torch.tensor([quantile, 1 - quantile], dtype=fit.dtype), dim=0)  # [3] each
-    proj = (feats.permute(0, 2, 3, 1).reshape(-1, C) - mean) @ basis.T  # [T,C,h,w] -> [Thw,C] -> [Thw,3]
-    rgb = ((proj - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
-    return rgb.reshape(T, h, w, 3).float().numpy()  # [Thw,3] -> [T,h,w,3]
 
 # %% ../nbs/08_explore.ipynb #25431ea2
 def show_features(model: torch.nn.Module,  # a DenseEncoder
@@ -220,10 +152,6 @@ def clip_views(clip,  # ClipDataset item (dict with "main", optional "aug"/"thet
         theta = IDENTITY_THETA
     return main[None].to(device), aug[None].to(device), theta[None].to(device)
 
-def view_pictures(x: torch.Tensor,  # [T,3,H,W] normalised
-                 ) -> np.ndarray:  # float [T,H,W,3] in [0,1]
-    return denormalize(x).permute(0, 2, 3, 1).cpu().numpy()
-
 # %% ../nbs/08_explore.ipynb #133fa194
 def clip_pseudo_labels(model: torch.nn.Module,  # a DenseEncoder
                        clip,  # ClipDataset item or uint8 frames [T,H,W,3] (see `clip_views`)
@@ -237,37 +165,21 @@ def clip_pseudo_labels(model: torch.nn.Module,  # a DenseEncoder
         return compute_losses(model, main, aug, theta, cfg or LossConfig(), torch.Generator().manual_seed(seed))
 
 # %% ../nbs/08_explore.ipynb #60eb95d2
-def paint_labels(labels: torch.Tensor,  # [h,w] int64 anchor indices 0…N²-1
-                 grid: int,  # N
-                ) -> np.ndarray:  # float [h,w,3]: each pixel in its anchor's colour
-    return anchor_colors(grid)[labels.cpu()].numpy()
-
-def show_pseudo_labels(model: torch.nn.Module,  # a DenseEncoder
-                       clip,  # ClipDataset item (normalised main/aug/theta) or uint8 frames [T,H,W,3]
-                       cfg: LossConfig | None = None,  # temperature, anchor grid N
-                       seed: int = 0,  # seeds the anchor grid offsets
-                       crop: int = TRAINING_CROP,  # plain frames: square side (see `clip_views`)
-                       alpha: float = 0.6,  # opacity of the label colours
-                       title: str | None = None,
-                      ) -> Figure:  # axes: 2 × T (main view with anchors on frame 0; aug view with pseudo labels)
-    "The anchors of the space-time loss on the anchor frame, and the pseudo-label map of every frame."
+def pseudo_label_figure(model: torch.nn.Module,  # a DenseEncoder
+                        clip,  # ClipDataset item (normalised main/aug/theta) or uint8 frames [T,H,W,3]
+                        cfg: LossConfig | None = None,  # temperature, anchor grid N
+                        seed: int = 0,  # seeds the anchor grid offsets
+                        crop: int = TRAINING_CROP,  # plain frames: square side (see `clip_views`)
+                        alpha: float = 0.55,  # opacity of the label colours
+                        title: str | None = None,
+                       ) -> Figure:  # axes: 2 × T (main view with anchors on frame 0; aug view with pseudo labels)
+    "`clip_pseudo_labels` of `model` drawn by `viz.show_pseudo_labels`, with L_ST in the title."
     cfg = cfg or LossConfig()
     out = clip_pseudo_labels(model, clip, cfg, seed, crop)
-    main, aug, _ = clip_views(clip, crop=crop)
-    main, aug = view_pictures(main[0]), view_pictures(aug[0])  # [T,H,W,3] each
-    T, H, W, _ = main.shape
-    labels, anchors = out["pseudo"][0], out["anchors"][0]  # [T,h,w] (B=1: batch index = local index), [N²,2]
-    fig, axes = new_figure(2, T, aspect=H / W)
-    for t in range(T):
-        axes[0, t].imshow(main[t]); axes[0, t].set_title("anchor frame" if t == 0 else f"main t={t}", fontsize=8)
-        axes[1, t].imshow(aug[t])
-        axes[1, t].imshow(paint_labels(labels[t], cfg.anchor_grid), alpha=alpha, extent=(0, W, H, 0), interpolation="nearest")
-        axes[1, t].set_title(f"aug t={t} pseudo labels", fontsize=8)
-    cell_y, cell_x = H / labels.shape[-2], W / labels.shape[-1]  # pixels per feature cell
-    ys, xs = (anchors.cpu().float() + 0.5).unbind(-1)  # cell centres
-    axes[0, 0].scatter(xs * cell_x, ys * cell_y, c=anchor_colors(cfg.anchor_grid).numpy(), s=14, edgecolors="white", linewidths=0.5)
-    fig.suptitle(f"{title + ': ' if title else ''}L_ST = {out['st'].item():.2f} (log N² = {np.log(cfg.anchor_grid ** 2):.2f})", fontsize=10)
-    return fig
+    main, aug, _ = clip_views(clip, crop=crop)  # [1,T,3,H,W] each, normalised
+    title = f"{title + ': ' if title else ''}L_ST = {out['st'].item():.2f} (log N² = {np.log(cfg.anchor_grid ** 2):.2f})"
+    return show_pseudo_labels(denormalize(main[0]), denormalize(aug[0]), out["anchors"][0], out["pseudo"][0],  # B=1
+                              cfg.anchor_grid, alpha, title=title)
 
 # %% ../nbs/08_explore.ipynb #89872579
 @dataclass
@@ -452,7 +364,7 @@ def show_affinity(model: torch.nn.Module,  # a DenseEncoder
     H, W = frames.shape[1:3]
     aff = query_affinity(feats, query_frame, pixel_to_cell(query_xy, (H, W), feats[query_frame].shape[1:]), cfg, ref_frame)
     n_panels = 1 + len(shown_frames(aff, n_context))
-    fig = Figure(figsize=(PANEL_INCHES * n_panels, PANEL_INCHES * H / W + 0.5), layout="constrained")
+    fig, _ = new_figure(0, figsize=(PANEL_INCHES * n_panels, PANEL_INCHES * H / W + 0.5))
     draw_affinity(fig, aff, frames, masks, n_context, title)
     fig.affinity = aff
     return fig
@@ -525,7 +437,7 @@ def gallery_figures(model: torch.nn.Module, seq: VideoSequence, frames: np.ndarr
     return {"affinity": show_affinity(model, frames, t, object_center(masks[t], frames.shape[1:3]), masks, cfg,
                                       n_context=gcfg.n_context, title=title, feats=feats),
             "features": show_features(model, frames[cols], frame_ids=cols, title=title, feats=feats[cols]),
-            "pseudo_labels": show_pseudo_labels(model, frames[clip], title=title)}
+            "pseudo_labels": pseudo_label_figure(model, frames[clip], title=title)}
 
 def propagated_masks(model: torch.nn.Module, seq: VideoSequence, cfg: PropagationConfig, gcfg: GalleryConfig,
                      indices: Sequence[int]) -> list[np.ndarray]:
@@ -584,12 +496,6 @@ def clickable_canvas(fig: Figure):
     FigureManager(canvas, id(fig))  # the canvas needs a manager to talk to the front end; nothing is registered in pyplot
     return canvas
 
-def figure_png(fig: Figure, dpi: int = 100) -> bytes:
-    "`fig` as PNG bytes (Agg, no pyplot)."
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, pil_kwargs=dict(compress_level=1))  # fast to encode, a little larger
-    return buf.getvalue()
-
 # %% ../nbs/08_explore.ipynb #90b16c3e
 class FeatureCache:
     "Features of single frames keyed by (model, sequence, frame), least recently used dropped beyond `max_items`."
@@ -627,7 +533,7 @@ class AffinityExplorer:
         seq = next(iter(self.sequences.values()))
         H, W = scaled_size(seq.size, scale)
         self.state = dict(sequence=seq.name, model=next(iter(models)), frame=min(5, len(seq) - 1), ref=0, x=W // 2, y=H // 2)
-        self.latencies, self.widgets, self.figure, self.affinity = [], None, Figure(layout="constrained"), None
+        self.latencies, self.widgets, self.figure, self.affinity = [], None, new_figure(0)[0], None
         self._syncing, self._context, self._radius, self._drawn = False, None, None, None
 
     def picture(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -682,8 +588,8 @@ class AffinityExplorer:
         "A new figure laid out for the current sequence, model, query frame and reference."
         pictures = {f: self.picture(f) for f in set(aff.context) | {aff.query_frame}}
         H, W = pictures[aff.query_frame][0].shape[:2]
-        self.figure = Figure(figsize=(PANEL_INCHES * (1 + len(shown_frames(aff, self.n_context))), PANEL_INCHES * H / W + 0.5),
-                             dpi=self.dpi, layout="constrained")
+        self.figure, _ = new_figure(0, figsize=(PANEL_INCHES * (1 + len(shown_frames(aff, self.n_context))), PANEL_INCHES * H / W + 0.5),
+                                    dpi=self.dpi)
         draw_affinity(self.figure, aff, {f: p[0] for f, p in pictures.items()}, {f: p[1] for f, p in pictures.items()},
                       self.n_context, title=f"{self.state['sequence']}, {self.state['model']}")
         figure_png(self.figure, self.dpi)  # runs the constrained layout once...

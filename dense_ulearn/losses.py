@@ -15,7 +15,7 @@ from .augment import repeat_theta, warp_to_aug
 
 # %% auto #0
 __all__ = ['LossConfig', 'anchor_positions', 'sample_at', 'affinity_logits', 'pseudo_labels', 'warp_frames', 'space_time_loss',
-           'cross_view_loss', 'encode_views', 'compute_losses', 'anchor_colors', 'show_pseudo_labels']
+           'cross_view_loss', 'encode_views', 'losses_from_keys', 'compute_losses']
 
 # %% ../nbs/03_losses.ipynb #39efaf4c
 @dataclass
@@ -140,6 +140,23 @@ def _check_inputs(main: Tensor, aug: Tensor, theta: Tensor):
     if main.shape[1] < 2: raise ValueError(f"need at least 2 frames per clip (the anchor frame is excluded), got {main.shape[1]}")
     if theta.shape != (main.shape[0], 2, 3): raise ValueError(f"theta must be [B,2,3] = [{main.shape[0]},2,3], got {tuple(theta.shape)}")
 
+# %% ../nbs/03_losses.ipynb #5f5e2cd1
+def losses_from_keys(
+    k: Tensor,  # [B,T,K,h,w] main-view keys (with gradient)
+    k_aug: Tensor,  # [B,T,K,h,w] aug-view keys (frame 0 with gradient, from pass A)
+    theta: Tensor,  # [B,2,3] aug -> main affine
+    cfg: LossConfig,  # temperature, grid sizes, λ
+    generator: torch.Generator | None = None,  # CPU generator for the grid offsets (anchor grid first, then cross-view)
+) -> dict:  # loss (with graph), st, cv (detached), pseudo [B,T,h,w], anchors [B,N²,2], cv_points [B,M²,2]
+    "L = L_ST + λ·L_CV from the keys of both views, the grids drawn anchors first, then cross-view points."
+    B, T, K, h, w = k.shape
+    anchors = anchor_positions(B, (h, w), cfg.anchor_grid, generator, k.device)  # [B,N²,2]
+    points = anchor_positions(B, (h, w), cfg.cv_grid, generator, k.device)  # [B,M²,2], drawn after the anchors
+    st, pseudo = space_time_loss(k, k_aug, theta, anchors, cfg.temperature)
+    cv = cross_view_loss(k[:, 0], k_aug[:, 0], theta, points, cfg.temperature)
+    return dict(loss=st + cfg.cv_weight * cv, st=st.detach(), cv=cv.detach(), pseudo=pseudo, anchors=anchors,
+                cv_points=points)
+
 # %% ../nbs/03_losses.ipynb #d719e2b7
 def compute_losses(
     model: nn.Module,  # encoder returning dict(key=...) (in train mode during training)
@@ -152,47 +169,4 @@ def compute_losses(
     "L = L_ST + λ·L_CV for one batch of clips (method.md §3)."
     _check_inputs(main, aug, theta)
     k, k_aug = encode_views(model, main, aug)  # [B,T,K,h,w] each
-    B, T, K, h, w = k.shape
-    anchors = anchor_positions(B, (h, w), cfg.anchor_grid, generator, k.device)  # [B,N²,2]
-    points = anchor_positions(B, (h, w), cfg.cv_grid, generator, k.device)  # [B,M²,2], drawn after the anchors
-    st, pseudo = space_time_loss(k, k_aug, theta, anchors, cfg.temperature)
-    cv = cross_view_loss(k[:, 0], k_aug[:, 0], theta, points, cfg.temperature)
-    return dict(loss=st + cfg.cv_weight * cv, st=st.detach(), cv=cv.detach(), pseudo=pseudo, anchors=anchors,
-                cv_points=points)
-
-# %% ../nbs/03_losses.ipynb #bb0a0e31
-def anchor_colors(
-    grid: int,  # N
-) -> Tensor:  # [N²,3] RGB in [0,1], row-major like the anchor index
-    "Red grows with the anchor's column, green with its row, so neighbouring anchors get similar colours."
-    ramp = torch.linspace(0, 1, grid)
-    rows, cols = torch.meshgrid(ramp, ramp, indexing="ij")  # [N,N] each
-    return torch.stack([cols, rows, 1 - (rows + cols) / 2], -1).flatten(0, 1)  # [N²,3]
-
-# %% ../nbs/03_losses.ipynb #15fffa75
-def show_pseudo_labels(
-    main: Tensor,  # [T,3,H,W] main-view frames of one clip, in [0,1]
-    aug: Tensor,  # [T,3,H,W] aug-view frames, in [0,1]
-    anchors: Tensor,  # [N²,2] anchor (row, col) feature cells of this clip
-    labels: Tensor,  # [T,h,w] pseudo labels of this clip as local anchor indices 0…N²−1
-    grid: int,  # N
-    alpha: float = 0.55,  # opacity of the label colours
-    size: float = 2.0,  # inches per panel
-):
-    "Top: main frames, anchors on frame 0. Bottom: aug frames overlaid with the anchor colour of each pseudo label."
-    import matplotlib.pyplot as plt
-    T, _, H, W = main.shape
-    stride = H / labels.shape[-2]
-    colors = anchor_colors(grid)
-    fig, axes = plt.subplots(2, T, figsize=(size * T, size * 2), squeeze=False)
-    for t in range(T):
-        axes[0, t].imshow(main[t].permute(1, 2, 0).cpu())
-        painted = colors[labels[t].cpu()].permute(2, 0, 1)[None]  # [1,3,h,w]
-        painted = F.interpolate(painted, size=(H, W), mode="nearest")[0]  # [3,H,W]
-        axes[1, t].imshow(((1 - alpha) * aug[t].cpu() + alpha * painted).permute(1, 2, 0))
-        axes[0, t].set_title("anchor frame" if t == 0 else f"main t={t}"); axes[1, t].set_title(f"aug t={t} labels")
-    ys, xs = (anchors.cpu().float() + 0.5).mul(stride).unbind(-1)  # cell centres in pixels
-    axes[0, 0].scatter(xs, ys, c=colors.numpy(), s=18, edgecolors="white", linewidths=0.6)
-    for ax in axes.flat: ax.axis("off")
-    fig.tight_layout()
-    return fig
+    return losses_from_keys(k, k_aug, theta, cfg, generator)

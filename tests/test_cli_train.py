@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from dense_ulearn.cli import main as cli_main
-from dense_ulearn.train import load_checkpoint
+from dense_ulearn.checkpoints import load_checkpoint
 
 SHRINK = ["--preset", "cpu-tiny", "--set", "crop=32", "--set", "short_side=[32,40]",
           "--set", "synthetic_videos=3", "--set", "synthetic_frames=10", "--set", "synthetic_size=[40,56]",

@@ -16,8 +16,8 @@ from PIL import Image
 from dense_ulearn.data import DavisDataset
 from dense_ulearn.encoder import build_encoder
 from dense_ulearn.explore import (GalleryConfig, build_explorer, encode_frames, find_checkpoint, load_clip,
-                                  object_center, pixel_to_cell, query_affinity, save_gallery, show_affinity,
-                                  show_features, show_propagation, show_pseudo_labels)
+                                  object_center, pixel_to_cell, pseudo_label_figure, query_affinity, save_gallery,
+                                  show_affinity, show_features, show_propagation)
 from dense_ulearn.propagate import (PropagationConfig, context_frames, propagate, propagate_reference,
                                     reference_groups)
 
@@ -64,7 +64,7 @@ def test_show_features_axes(model, clip):
 
 
 def test_show_pseudo_labels_axes_and_anchor_labels(model, clip):
-    fig = show_pseudo_labels(model, clip[0][:3])
+    fig = pseudo_label_figure(model, clip[0][:3])
     assert isinstance(fig, Figure) and len(fig.axes) == 6
     assert model.training is False  # eval mode kept (and restored)
 

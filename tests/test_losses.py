@@ -1,4 +1,4 @@
-"""Training losses (method.md §3) on real DAVIS clips: a CPU forward + backward step at 128² crops."""
+"""Training losses (the paper's space-time self-training loss and cross-view consistency loss) on real DAVIS clips: a CPU forward + backward step at 128² crops."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Label propagation (method.md §5): the fast streaming `propagate` gives the masks of the literal `propagate_reference`."""
+"""Label propagation (kNN over the first and recent frames, as the official code propagates labels): the fast streaming `propagate` gives the masks of the literal `propagate_reference`."""
 import weakref
 
 import numpy as np

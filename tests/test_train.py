@@ -12,7 +12,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dense_ulearn.encoder import build_encoder, load_encoder
-from dense_ulearn.train import (NonFiniteLossError, TrainHooks, load_checkpoint, load_config, resume_config, train)
+from dense_ulearn.checkpoints import load_checkpoint, resume_config
+from dense_ulearn.config import load_config
+from dense_ulearn.train import NonFiniteLossError, TrainHooks, train
 
 TB_SCALARS = {"loss/total", "loss/st", "loss/cv", "lr/weights", "lr/biases", "grad_norm", "speed/it_per_s", "epoch"}
 
@@ -165,8 +167,8 @@ def random_batches(n_steps, batch, dtype=torch.float64):
 
 def float64_steps(cfg, rank=0, world=1):
     "F64_STEPS Adam steps in float64 through the training pieces; this rank's share of each global batch."
-    from dense_ulearn.train import (DistInfo, build_optimizer, build_scheduler, gather_rows, initial_encoder,
-                                    synchronise_batchnorm, train_step, training_module)
+    from dense_ulearn.distributed import DistInfo, gather_rows, synchronise_batchnorm
+    from dense_ulearn.train import build_optimizer, build_scheduler, initial_encoder, train_step, training_module
     encoder = initial_encoder(cfg).double()
     if world > 1: encoder = synchronise_batchnorm(encoder, "cpu")
     optimizer, device = build_optimizer(encoder, cfg), torch.device("cpu")
@@ -380,7 +382,7 @@ def test_a_damaged_last_checkpoint_points_to_the_newest_intact_snapshot(tmp_path
 
 
 def test_damaged_checkpoint_files_are_named_in_one_line(tmp_path):
-    from dense_ulearn.train import best_validation_score
+    from dense_ulearn.checkpoints import best_validation_score
     best = tmp_path / "run" / "checkpoints" / "best.pt"
     best.parent.mkdir(parents=True)
     best.write_bytes(b"PK\x03\x04 cut short")
@@ -392,7 +394,7 @@ def test_damaged_checkpoint_files_are_named_in_one_line(tmp_path):
 
 
 def test_damaged_config_files_name_the_file_and_the_line(tmp_path):
-    from dense_ulearn.train import read_config_file
+    from dense_ulearn.config import read_config_file
     bad_yaml = tmp_path / "settings.yaml"
     bad_yaml.write_text("lr: 3e-4\nbetas: [0.5, 0.999\nbatch_size: 4\n")
     with pytest.raises(ValueError, match=r"settings.yaml: not valid YAML at line \d+, column \d+"):
