@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 NB_WORKERS ?= 2
 
-.PHONY: setup demo test test-slow check-clean check-export test-nbs test-py test-nbs-slow clean-venv
+.PHONY: setup demo test test-slow notebooks check-notebooks check-clean check-export test-nbs test-py test-nbs-slow clean-venv
 
 # Installs only when pyproject.toml's content changed (not its modification time: nbdev-export rewrites it).
 setup:
@@ -28,6 +28,14 @@ test-nbs: setup
 
 test-py: setup
 	@PATH="$(abspath $(BIN)):$$PATH" bash .ci/test-py
+
+# Executed notebooks: re-run every notebook in place (slow cells included) and check the outputs. Run it after
+# changing a notebook or the code it shows; commit the notebooks with their outputs.
+notebooks: setup
+	@PATH="$(abspath $(BIN)):$$PATH" bash .ci/run-notebooks
+
+check-notebooks: setup
+	@$(BIN)/python .ci/check_notebooks.py
 
 # Slow work: notebook cells flagged `#| slow` and pytest tests marked `slow`.
 test-slow: setup

@@ -21,7 +21,7 @@ from typing import Callable
 
 import yaml
 
-from .data import CROP_MODES, SAMPLINGS
+from .clips import CROP_MODES, SAMPLINGS
 from .losses import LossConfig
 
 # %% auto #0
@@ -31,7 +31,7 @@ __all__ = ['PRESETS', 'TrainConfig', 'coerce_value', 'apply_settings', 'parse_ov
 # %% ../nbs/04a_config.ipynb #64891617
 @dataclass
 class TrainConfig:
-    "Every setting of one training run (defaults: the paper's YouTube-VOS configuration, method.md §2 and §4)."
+    "Every setting of one training run (defaults: the official YouTube-VOS configuration)."
     # --- run ---
     name: str = "run"  # run folder name: <runs_dir>/<name>
     runs_dir: str = "runs"  # parent folder of the run folders
@@ -39,7 +39,7 @@ class TrainConfig:
     seed: int = 32  # seeds model init, data order, clip sampling and loss grids (the reference launcher's 32)
     device: str = "auto"  # "auto" (cuda:<local rank> if available, else cpu), "cpu", "cuda", "cuda:1", ...
     cpu_threads: int | None = None  # torch threads when training on the CPU (None: PyTorch's default)
-    # --- data (method.md §2.1-2.3) ---
+    # --- data (clips and augment notebooks) ---
     video_root: str | None = None  # training videos, any layout `open_videos` reads; None: synthetic videos
     sequences: list[str] | None = None  # use only these videos (None: all)
     synthetic_videos: int = 8  # synthetic default (video_root None): number of videos
@@ -58,9 +58,9 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes (decode and augment in the workers; the reference: 8)
     pin_memory: bool | None = None  # page-locked host batches; None: on with CUDA
     prefetch_factor: int = 2  # batches each worker prepares ahead (workers > 0)
-    # --- losses (method.md §3) ---
+    # --- losses (losses notebook) ---
     loss: LossConfig = field(default_factory=LossConfig)  # τ, anchor grid N, cross-view grid M, λ
-    # --- optimiser (method.md §4) ---
+    # --- optimiser (official configs/*.yaml; train notebook) ---
     optimizer: str = "adam"  # "adam" (coupled L2 weight decay, as torch.optim.Adam) or "sgd"
     lr: float = 1e-4  # base learning rate of the weights
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas (β1 = 0.5 in the reference)

@@ -15,13 +15,14 @@ import torch
 from matplotlib.figure import Figure
 
 from . import __version__
-from .data import DavisDataset, make_synthetic_davis, read_mask
+from .data import DavisDataset, read_mask
 from .encoder import build_encoder, load_encoder
 from .explore import save_gallery
 from .evaluate import GLOBAL_COLUMNS, evaluate_davis, write_results
 from .options import (DATA_ENV_VAR, DataFound, check_output_path, find_data, prepare_output, read_marker,
                                   resolve_device, visible_entries)
 from .propagate import PropagationConfig, propagate_dataset
+from .synthetic import make_synthetic_davis
 from .config import PRESETS, TrainConfig, load_config, parse_overrides
 from .train import train
 from .viz import compact_png, new_figure, overlay_outlined, save_figure, thumbnail
@@ -281,8 +282,8 @@ DEFAULT_ITERATIONS = {"cpu-tiny": 200, GPU_PRESET: 1500}  # iterations per prese
 DEFAULT_MINUTES = {"cpu-tiny": 11.0}  # training wall-time cap per preset (a safety net on slow or busy machines)
 DEFAULT_SEQUENCES = {"cpu-tiny": ["blackswan", "car-shadow", "drift-straight"]}  # scored when --sequences is not given
                                                         # and the data has them (else: the whole val split)
-PRESET_CHANGES = {GPU_PRESET: {"clips_per_video": 40}}  # a few videos must still fill a batch of 16 (the reference
-                                                        # lists each of the 7 shared videos 40 times per epoch, §11)
+PRESET_CHANGES = {GPU_PRESET: {"clips_per_video": 40}}  # a few videos must still fill a batch of 16 clips: each of
+                                                        # the 7 shared training videos is listed 40 times per epoch
 DEFAULT_SCALE = 0.5    # propagation frame scale (features); J&F always at the original resolution
 DEFAULT_PROPAGATION = dict(tile=32)  # PropagationConfig changes: bigger query tiles, same masks, ~1.5x faster on CPU at these sizes
 DEFAULT_OUT = "demo-report"
@@ -436,7 +437,7 @@ def demo_facts(data: DemoData, cfg: TrainConfig, steps: int, dataset, scale: flo
             "models": (f"trained = the final checkpoint (no model selection on the evaluation sequences); random = the "
                        f"same architecture at the seeded initialisation (seed {seed}) the training started from"),
             "propagation": (f"{describe_scale(dataset, scale)}; top-{prop.topk} over the first frame + {prop.context} "
-                            f"previous frames, radius {prop.radius} cells, τ {prop.temperature} (method.md §5)"),
+                            f"previous frames, radius {prop.radius} cells, τ {prop.temperature} (the official code's inference settings)"),
             "evaluation": (f"DAVIS-2017 semi-supervised J&F (frames 1..N-2), {len(dataset)} sequence(s): "
                            f"{', '.join(dataset.names)}"),
             "time": ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),

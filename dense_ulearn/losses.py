@@ -20,10 +20,10 @@ __all__ = ['LossConfig', 'anchor_positions', 'sample_at', 'affinity_logits', 'ps
 # %% ../nbs/03_losses.ipynb #39efaf4c
 @dataclass
 class LossConfig:
-    "Hyper-parameters of the training losses (method.md §3); grid sizes are per side, steps are `h // grid`."
-    temperature: float = 0.05  # τ of both softmaxes (the code reads it from TEST.TEMP; kept separate here, §10.7)
-    anchor_grid: int = 8  # N: N×N anchors per clip on the anchor frame (8 at 256² and at 128² crops)
-    cv_grid: int = 4  # M: M×M cross-view points per clip (4 at 256² and at 128² crops)
+    "Hyper-parameters of the training losses (defaults: the official code's); grid sizes are per side, steps are `h // grid`."
+    temperature: float = 0.05  # τ of both softmaxes (the official code divides by the inference setting TEST.TEMP; kept separate here)
+    anchor_grid: int = 8  # N: N×N anchors per clip on the anchor frame (8 at 256² and at 128² crops; GRID_SIZE)
+    cv_grid: int = 4  # M: M×M cross-view points per clip (4 at 256² and at 128² crops; GRID_SIZE_REF)
     cv_weight: float = 0.1  # λ in L = L_ST + λ·L_CV (CE_REF)
 
 # %% ../nbs/03_losses.ipynb #9502329d
@@ -84,7 +84,7 @@ def warp_frames(
     k: Tensor,  # [B,T',K,h,w] main-view keys
     theta: Tensor,  # [B,2,3] aug -> main affine of each clip
 ) -> Tensor:  # [B,T',K,h,w] in aug-view coordinates
-    "T(k): nearest warp of every frame of a clip with the clip's θ (method.md §2.3)."
+    "T(k): nearest warp of every frame of a clip with the clip's θ (augment notebook; `_align` in the official code)."
     B, T = k.shape[:2]
     theta = repeat_theta(theta.to(k), T)  # [B,2,3] -> [BT',2,3], clip-major
     return warp_to_aug(k.flatten(0, 1), theta).unflatten(0, (B, T))  # [BT',K,h,w] -> [B,T',K,h,w]
@@ -162,11 +162,11 @@ def compute_losses(
     model: nn.Module,  # encoder returning dict(key=...) (in train mode during training)
     main: Tensor,  # [B,T,3,H,W] main view, normalised
     aug: Tensor,  # [B,T,3,H,W] aug view, normalised
-    theta: Tensor,  # [B,2,3] aug -> main affine (method.md §2.3)
+    theta: Tensor,  # [B,2,3] aug -> main affine (augment notebook)
     cfg: LossConfig,  # temperature, grid sizes, λ
     generator: torch.Generator | None = None,  # CPU generator for the grid offsets (anchor grid first, then cross-view)
 ) -> dict:  # loss (with graph), st, cv (detached), pseudo [B,T,h,w], anchors [B,N²,2], cv_points [B,M²,2]
-    "L = L_ST + λ·L_CV for one batch of clips (method.md §3)."
+    "L = L_ST + λ·L_CV for one batch of clips: passes A and B, then `losses_from_keys`."
     _check_inputs(main, aug, theta)
     k, k_aug = encode_views(model, main, aug)  # [B,T,K,h,w] each
     return losses_from_keys(k, k_aug, theta, cfg, generator)

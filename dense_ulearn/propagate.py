@@ -23,20 +23,20 @@ from .options import OUTPUT_MARKER, check_output_path, mark_output, marked_files
 # %% auto #0
 __all__ = ['MASKED', 'PRECISIONS', 'CONFIG_FLAGS', 'PropagationConfig', 'downsample_labels', 'upsample_labels', 'ReferenceGroup',
            'reference_groups', 'paste_labels', 'merge_groups', 'context_frames', 'radius_mask', 'knn_reference',
-           'knn_transfer', 'predict_reference', 'propagate_reference', 'radius_offsets', 'QueryTile', 'query_tile',
-           'window_size', 'query_tiles', 'FeatureRing', 'context_blocks', 'window_scores', 'block_topk',
-           'reference_topk', 'group_topk', 'frame_knn', 'propagate', 'label_bank', 'propagation_macs',
+           'knn_transfer', 'predict_reference', 'propagate_reference', 'query_neighbours', 'radius_offsets',
+           'QueryTile', 'query_tile', 'window_size', 'query_tiles', 'FeatureRing', 'context_blocks', 'window_scores',
+           'block_topk', 'reference_topk', 'group_topk', 'frame_knn', 'propagate', 'label_bank', 'propagation_macs',
            'sequence_objects', 'scaled_size', 'sequence_features', 'propagate_sequence', 'OutputExistsError',
            'earlier_masks', 'propagate_dataset']
 
 # %% ../nbs/05_propagate.ipynb #b6d3690e
-MASKED = -1e10  # the reference's additive affinity for short-term candidates outside the radius (§5.4)
+MASKED = -1e10  # added to short-term affinities outside the radius (as `labelprop/crw.py`)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # feature dtype of each precision
 CONFIG_FLAGS = ("topk", "radius", "temperature", "context", "precision")  # fields `dense-ulearn propagate` sets by flag
 
 @dataclass
 class PropagationConfig:
-    "Label-propagation settings (method.md §5); defaults are the reference's."
+    "Label-propagation settings; the defaults are the official `core/config.py` `TEST.*` values."
     topk: int = 10             # neighbours per query cell, chosen jointly over all context entries
     radius: float = 12         # short-term entries: only context cells with ‖q−p‖ < radius (feature cells)
     temperature: float = 0.05  # τ of the softmax over the top-k affinities
@@ -86,7 +86,7 @@ def reference_groups(
     feat_size:tuple[int, int], # (h, w)
     dtype=torch.float32, device=None,
 ) -> list[ReferenceGroup]: # sorted by frame, group 0 first
-    "Downsampled masks and channel masks of every reference group (method.md §5.7)."
+    "Downsampled masks and channel masks of every reference group (as the official `infer_vos.py`)."
     if 0 not in first_masks: raise ValueError("the first frame (0) must be annotated")
     groups = []
     for t0 in sorted(first_masks):
@@ -116,7 +116,7 @@ def context_frames(t0:int, # reference frame of the group
                    t:int, # query frame (> t0)
                    context:int=20, # short-term slots
                   ) -> list[int]: # context+1 frame indices: the reference, then the short-term slots
-    "Frame of each context entry, duplicates included (method.md §5.3)."
+    "Frame of each context entry, duplicates included (as the official `LabelPropVOS_CRW.context_index`)."
     return [t0] + [max(t0, s) for s in range(t - context, t)]
 
 # %% ../nbs/05_propagate.ipynb #df2616d2
@@ -148,7 +148,7 @@ def knn_transfer(values:torch.Tensor, # [n,k] affinities/τ of the chosen candid
                  cands:torch.Tensor, # [n,k] their rows in `bank`
                  bank:torch.Tensor, # [N,L] soft labels of every candidate
                 ) -> torch.Tensor: # [L,n]
-    "Softmax over the k neighbours and the weighted sum of their soft labels (§5.5), in the labels' dtype."
+    "Softmax over the k neighbours and the weighted sum of their soft labels, in the labels' dtype."
     weights = torch.softmax(values.to(bank.dtype), dim=1)  # [n,k]
     return (weights[..., None] * bank[cands]).sum(1).T
 
@@ -173,7 +173,7 @@ def propagate_reference(
     groups:Sequence[ReferenceGroup], # from reference_groups; group 0 at frame 0
     cfg:PropagationConfig | None=None, # default: PropagationConfig()
 ) -> Iterator[torch.Tensor]: # soft mask [L,h,w] per frame (frame 0: the downsampled ground truth)
-    "Label propagation exactly as method.md §5 states it: dense, literal, slow. The oracle."
+    "Label propagation exactly as the official `infer_vos.py` and `labelprop/crw.py` compute it: dense, literal, slow. The oracle."
     cfg = cfg or PropagationConfig()
     store, mask = {}, None  # frame -> (features [C,hw], merged soft mask [L,hw]); entries leave after 20 frames
     references = {g.frame for g in groups}  # reference frames stay for the whole video
@@ -196,6 +196,20 @@ def propagate_reference(
         store[t] = (f, m)
         for j in [j for j in store if j <= t - cfg.context and j not in references]: del store[j]
         yield m.reshape(-1, h, w)
+
+# %% ../nbs/05_propagate.ipynb #3f4edcd0
+def query_neighbours(query:torch.Tensor, # [C,h,w] features of frame t
+                     context:torch.Tensor, # [S,C,h,w] features of the context entries, the reference first
+                     cell:int, # flat index y·w + x of the query cell
+                     cfg:PropagationConfig | None=None, # default: PropagationConfig()
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # weights [k], entry [k], cell [k]
+    "The k neighbours of one query cell among the context entries and their softmax weights, as `propagate_reference` chooses them (builds the dense radius mask: small maps)."
+    cfg = cfg or PropagationConfig()
+    S, C, h, w = context.shape
+    mask = radius_mask(h, w, cfg.radius, query.dtype, query.device)[cell:cell + 1]  # [1,hw]
+    keys = context.reshape(S, C, h * w).permute(1, 0, 2)  # [C,S,hw]
+    values, cands = knn_reference(query.reshape(C, h * w)[:, cell:cell + 1], keys, mask, cfg)  # [1,k] each
+    return torch.softmax(values[0], 0), cands[0] // (h * w), cands[0] % (h * w)
 
 # %% ../nbs/05_propagate.ipynb #81774be1
 def radius_offsets(radius:float, device=None) -> torch.Tensor: # [n_off,2] (dy, dx), row-major

@@ -27,8 +27,8 @@ from .checkpoints import (
     atomic_save, best_validation_score, how_to_start_again, is_run_folder, make_checkpoint, prepare_run_dir,
     read_resume_checkpoint, restore_checkpoint, save_checkpoint, write_run_record)
 from .config import TrainConfig, check_config, iterations_per_epoch, resolve_schedule
-from .data import (
-    ClipDataset, DavisDataset, make_synthetic_davis, open_videos, worker_error_message)
+from .clips import ClipDataset, worker_error_message
+from .data import DavisDataset, open_videos
 from .distributed import (
     DistInfo, any_rank, check_ranks_agree, gather_rows, setup_distributed, synchronise_batchnorm)
 from .encoder import build_encoder, load_encoder
@@ -36,6 +36,7 @@ from .evaluate import evaluate_davis
 from .losses import LossConfig, compute_losses, encode_views, losses_from_keys
 from .options import explicit_path, find_data, remove_output, resolve_device, visible_entries
 from .propagate import PropagationConfig, propagate_dataset
+from .synthetic import make_synthetic_davis
 from .viz import pseudo_label_panel
 
 # %% auto #0
@@ -139,7 +140,7 @@ def training_videos(cfg: TrainConfig, run_dir: Path) -> list:
     return select_videos(open_videos(root, labelled=False), cfg.sequences)
 
 def clip_dataset(cfg: TrainConfig, videos) -> ClipDataset:
-    "Training clips (method.md §2): main view + zoom/flip aug view + θ per item, deterministic per (seed, epoch, i)."
+    "Training clips (clips and augment notebooks): main view + zoom/flip aug view + θ per item, deterministic per (seed, epoch, i)."
     return ClipDataset(videos, frames_per_clip=cfg.frames_per_clip, frame_gap=cfg.frame_gap,
                        short_side=tuple(cfg.short_side), crop=cfg.crop, clips_per_video=cfg.clips_per_video,
                        sampling=cfg.sampling, seed=cfg.seed, aug_view=make_aug_view, crop_mode=cfg.crop_mode,
@@ -362,7 +363,7 @@ def train(
     overwrite: bool = False,  # replace an existing run folder (only one that train wrote)
     hooks: TrainHooks | None = None,
 ) -> Path:  # the run folder
-    "Train the encoder with L_ST + λ·L_CV as `cfg` says (method.md §3–4); DDP when started by torchrun."
+    "Train the encoder with L_ST + λ·L_CV as `cfg` says (losses notebook; `build_optimizer`, `build_scheduler`); DDP when started by torchrun."
     check_config(cfg)
     info, threads = setup_distributed(cfg.device), torch.get_num_threads()
     try: return _train(cfg, info, resume, overwrite, hooks or TrainHooks())

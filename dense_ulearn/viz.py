@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_viz.ipynb #6152524a
 from __future__ import annotations
-import io
+import atexit, functools, io, os, shutil, tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -14,20 +14,64 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .data import DAVIS_PALETTE, VideoSequence, denormalize
+from .data import DAVIS_PALETTE, DavisDataset, VideoSequence, denormalize
+from .options import find_data
+from .synthetic import make_synthetic_davis
 
 # %% auto #0
-__all__ = ['PANEL_INCHES', 'Picture', 'new_figure', 'figure_to_array', 'figure_png', 'compact_png', 'save_figure', 'show_images',
-           'downscale', 'thumbnail', 'overlay_mask', 'mask_boundary', 'overlay_outlined', 'show_sequences',
-           'anchor_colors', 'pseudo_label_colours', 'pseudo_label_panel', 'show_pseudo_labels', 'pca_basis',
-           'features_to_rgb']
+__all__ = ['DAVIS_CREDIT', 'SYNTHETIC_PICTURES', 'PANEL_INCHES', 'NOTEBOOK_DPI', 'NOTEBOOK_IMAGE_BYTES', 'synthetic_root',
+           'picture_sequences', 'picture_videos', 'Picture', 'new_figure', 'figure_to_array', 'figure_png',
+           'notebook_image', 'compact_png', 'save_figure', 'show_images', 'downscale', 'thumbnail', 'overlay_mask',
+           'mask_boundary', 'overlay_outlined', 'show_sequences', 'anchor_colors', 'pseudo_label_colours',
+           'pseudo_label_panel', 'show_pseudo_labels', 'pca_basis', 'features_to_rgb']
+
+# %% ../nbs/00b_viz.ipynb #22b525ef
+DAVIS_CREDIT = "DAVIS frames and masks: Pont-Tuset et al., The 2017 DAVIS Challenge (CC BY-NC 4.0)"
+SYNTHETIC_PICTURES = dict(n_videos=4, n_frames=24, size=(240, 320), seed=1,  # the set pictures fall back to (notebook 00d):
+                          min_objects=3, max_objects=4, enter=True, spin=0.06, pan=3.0)  # several objects, turning, one entering
+
+@functools.lru_cache(maxsize=None)
+def synthetic_root() -> Path:
+    "The synthetic DAVIS-layout set the pictures fall back to, written once per process into a temporary folder."
+    root = Path(tempfile.mkdtemp(prefix="dense-ulearn-synthetic-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return make_synthetic_davis(root / "DAVIS", **SYNTHETIC_PICTURES)
+
+def picture_sequences(names: Sequence[str] = ("blackswan",),  # preferred sequences (those the data lacks are replaced)
+                      n: int | None = None,  # how many (default: len(names))
+                      log=print) -> DavisDataset:
+    "Labelled sequences to draw on: the user's DAVIS when found, else the synthetic set; prints which in one line."
+    found, n = find_data(), n or len(names)
+    if found.davis is not None:
+        dataset = DavisDataset(found.davis, split="val")
+        source = f"{found.davis_source}; {DAVIS_CREDIT}"
+    else: dataset, source = DavisDataset(synthetic_root()), "the synthetic set (no DAVIS found: see data/README.md)"
+    chosen = [s for s in names if s in dataset.names][:n]
+    chosen += [s for s in dataset.names if s not in chosen][:n - len(chosen)]
+    if log: log(f"pictures drawn on {', '.join(chosen)} from {source}")
+    return DavisDataset(dataset.root, split="val", sequences=chosen)
+
+def picture_videos(log=print) -> Path:
+    "Unlabelled training video to draw on (a root `open_videos` reads): found by the data rule, else the synthetic set."
+    found = find_data()
+    if found.video is not None:
+        if log: log(f"training video for pictures: found by the data rule ({found.video_rule}); {DAVIS_CREDIT}")
+        return found.video
+    if log: log("training video for pictures: the synthetic set (no training video found: see data/README.md)")
+    return synthetic_root()
 
 # %% ../nbs/00b_viz.ipynb #f5e68f57
 PANEL_INCHES = 2.4  # width of one picture panel
+NOTEBOOK_DPI = 80  # resolution of a picture shown in a notebook
+NOTEBOOK_IMAGE_BYTES = 140_000  # ... and its largest size (the repository checks 150 KB per image)
 
 class Picture(Figure):
-    "A matplotlib `Figure` made without pyplot (no global state, nothing to close); Jupyter displays it as a PNG."
+    "A matplotlib `Figure` made without pyplot (no global state, nothing to close); a notebook shows it as `notebook_image`."
     def _repr_png_(self) -> bytes: return figure_png(self, self.dpi)
+    def _ipython_display_(self):  # comes before any formatter of Figure, so that notebooks store the compact image
+        from IPython.display import Image as NotebookImage, display
+        data, fmt = notebook_image(self)
+        display(NotebookImage(data=data, format=fmt))
 
 def new_figure(n_rows: int = 1, n_cols: int = 1,  # grid of panels (n_rows=0: no axes, the caller adds its own)
                aspect: float = 1.0,  # panel height / width
@@ -56,6 +100,20 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, pil_kwargs=dict(compress_level=1))  # fast to encode, a little larger
     return buf.getvalue()
+
+def notebook_image(fig: Figure, dpi: float = NOTEBOOK_DPI, max_bytes: int = NOTEBOOK_IMAGE_BYTES,
+                  ) -> tuple[bytes, str]:  # (image bytes, "png" or "jpeg")
+    "`fig` for a notebook: a PNG when it is at most `max_bytes`, else a JPEG (quality lowered, then size, until it fits)."
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=min(dpi, fig.dpi))
+    if buf.tell() <= max_bytes: return buf.getvalue(), "png"
+    img = Image.open(buf).convert("RGB")
+    while True:
+        for quality in (88, 80, 70):
+            out = io.BytesIO()
+            img.save(out, format="JPEG", quality=quality, optimize=True)
+            if out.tell() <= max_bytes: return out.getvalue(), "jpeg"
+        img = img.resize((round(img.width * 0.8), round(img.height * 0.8)), Image.Resampling.LANCZOS)
 
 def compact_png(path, max_bytes: int = 200_000) -> Path:
     "Re-save a PNG larger than `max_bytes` with a 256-colour palette (about 3× smaller for photos)."

@@ -28,7 +28,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from dense_ulearn.cli import main as cli_main
-from dense_ulearn.data import make_synthetic_davis, read_mask, write_mask
+from dense_ulearn.data import read_mask, write_mask
+from dense_ulearn.synthetic import make_synthetic_davis
 from dense_ulearn.options import DATA_ENV_VAR, OUTPUT_MARKER
 
 MAX_LINES = 4  # lines of an error message, argparse's usage block aside

@@ -1,4 +1,4 @@
-"""Tests of dense_ulearn.data: real DAVIS data against its README, label maps, bad input, synthetic data, clips, layouts."""
+"""Tests of dense_ulearn.data: real DAVIS data against its README, label maps, bad input, layouts (synthetic data: test_synthetic.py; training clips: test_clips.py)."""
 import json
 import re
 import shutil
@@ -10,14 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+from dense_ulearn.clips import ClipDataset, worker_error_message
 from dense_ulearn.data import (
-    DAVIS_PALETTE, VOID_ID, ClipDataset, DavisDataset, denormalize, VideoFolder, VideoSequence, YouTubeVOSDataset,
-    detect_layout, item_generator, make_synthetic_davis, normalize, open_videos, read_frame,
-    read_mask, resize_frames, synthetic_video, write_frame,
-    write_mask,
+    DAVIS_PALETTE, MAX_OBJECT_IDS, VOID_ID, DavisDataset, ObjectIdGapWarning, VideoFolder, YouTubeVOSDataset,
+    detect_layout, first_frame_object_ids, open_videos, read_frame, read_mask, write_frame, write_mask,
 )
 from dense_ulearn.options import find_data, shared_paths
-from dense_ulearn.data import MAX_OBJECT_IDS, ObjectIdGapWarning, first_frame_object_ids, worker_error_message
+from dense_ulearn.synthetic import make_synthetic_davis
 
 
 # ---------------------------------------------------------------- the shared data README, parsed (not hard-coded)
@@ -244,142 +243,6 @@ def test_empty_folders(tmp_path, tiny):
     with pytest.raises(FileNotFoundError, match="nothing-here"): open_videos(tmp_path / "nothing-here")
     for p in (tiny / "JPEGImages/480p/synth-01").iterdir(): p.unlink()
     with pytest.raises(ValueError, match=r"no frames .*synth-01"): DavisDataset(tiny, labelled=False)
-
-
-# ---------------------------------------------------------------- synthetic data
-
-def test_synthetic_is_deterministic(tmp_path):
-    a = make_synthetic_davis(tmp_path / "a", n_videos=2, n_frames=3, size=(32, 48), seed=5)
-    b = make_synthetic_davis(tmp_path / "b", n_videos=2, n_frames=3, size=(32, 48), seed=5)
-    c = make_synthetic_davis(tmp_path / "c", n_videos=2, n_frames=3, size=(32, 48), seed=6)
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 2 * 3 * 2 + 2
-    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
-    assert any((a / f).read_bytes() != (c / f).read_bytes() for f in files if f.suffix == ".jpg")
-
-
-def centred_iou(a, b):
-    "IoU of two boolean masks after moving each one's centroid to the middle of a canvas (shape change only)."
-    def centred(m):
-        canvas = np.zeros((2 * m.shape[0], 2 * m.shape[1]), bool)
-        yx = np.argwhere(m)
-        yx = yx - yx.mean(0).round().astype(int) + np.array(m.shape)
-        canvas[yx[:, 0], yx[:, 1]] = True
-        return canvas
-    a, b = centred(a), centred(b)
-    return (a & b).sum() / (a | b).sum()
-
-
-def test_synthetic_masks_match_objects(tmp_path):
-    n, size = 12, (64, 96)
-    ds = DavisDataset(make_synthetic_davis(tmp_path / "s", n_videos=4, n_frames=n, size=size, seed=0))
-    occluded = False
-    for v, seq in enumerate(ds):
-        truth = synthetic_video(0, v, n, size)
-        labels = np.stack([seq.mask(t) for t in range(n)])
-        frames = np.stack([seq.frame(t) for t in range(n)]).astype(float)
-        assert np.array_equal(labels, truth.labels)
-        assert seq.object_ids == list(range(1, truth.amodal.shape[1] + 1)) == sorted(set(np.unique(labels[0])) - {0})
-        for oid in range(truth.amodal.shape[1] + 1):  # each region carries its own colour (background = 0)
-            region = frames[labels == oid]
-            assert np.linalg.norm(truth.colours - region.mean(0), axis=1).argmin() == oid, (seq.name, oid)
-        for oid in seq.object_ids:
-            assert (labels[:, None] == oid).any()
-            centre = [np.argwhere(truth.amodal[t, oid - 1]).mean(0) for t in (0, n - 1)]
-            assert np.linalg.norm(centre[1] - centre[0]) > 2                       # it moves
-            assert centred_iou(truth.amodal[0, oid - 1], truth.amodal[n - 1, oid - 1]) < 0.97  # it deforms
-        visible = (labels[:, None] == np.arange(1, truth.amodal.shape[1] + 1)[:, None, None]).sum((2, 3))
-        occluded |= bool((visible < truth.amodal.sum((2, 3))).any())
-        bg = (labels[0] == 0) & (labels[-1] == 0)
-        assert np.abs(frames[0][bg] - frames[-1][bg]).mean() > 10  # the background moves too
-    assert occluded
-
-
-# ---------------------------------------------------------------- training clips
-
-@pytest.fixture(scope="module")
-def synth_set(tmp_path_factory):
-    return DavisDataset(make_synthetic_davis(tmp_path_factory.mktemp("clips"), n_videos=3, n_frames=12, size=(48, 80), seed=1))
-
-
-def test_clip_shapes_and_determinism(synth_set):
-    seen = []
-    def aug_view(clip, g):
-        seen.append((clip.dtype, tuple(clip.shape)))
-        return clip.flip(-1), torch.eye(2, 3)
-    ds = ClipDataset(synth_set, frames_per_clip=5, frame_gap=2, short_side=(32, 40), crop=32, clips_per_video=2,
-                     seed=7, aug_view=aug_view)
-    assert len(ds) == 6
-    item = ds[4]
-    assert item["main"].shape == item["aug"].shape == (5, 3, 32, 32) and item["main"].dtype == torch.float32
-    assert item["theta"].shape == (2, 3) and item["video"] == 4 % 3 and seen[0] == (torch.uint8, (5, 3, 32, 32))
-    assert torch.equal(item["aug"], item["main"].flip(-1))
-    again = ClipDataset(synth_set, frames_per_clip=5, frame_gap=2, short_side=(32, 40), crop=32, clips_per_video=2,
-                        seed=7, aug_view=aug_view)[4]
-    assert all(torch.equal(item[k], again[k]) for k in ("main", "aug", "frames"))
-    ds.set_epoch(3)
-    epoch3 = [ds[i]["frames"] for i in range(len(ds))]
-    ds.set_epoch(0)
-    assert any(not torch.equal(a, ds[i]["frames"]) for i, a in enumerate(epoch3))
-    with pytest.raises(IndexError): ds[6]
-
-
-def test_clip_same_with_any_number_of_workers(synth_set):
-    ds = ClipDataset(synth_set, short_side=(32, 40), crop=32, seed=3)
-    ds.set_epoch(2)
-    batches = []
-    for workers in (0, 2):
-        loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers)
-        batches.append(torch.cat([b["main"] for b in loader]))
-    assert torch.equal(*batches)
-
-
-def test_clip_sampling_rules(synth_set):
-    ytvos = ClipDataset(synth_set, frame_gap=2, short_side=32, crop=32, seed=0)
-    for i in range(len(ytvos)):
-        for epoch in range(10):
-            ytvos.set_epoch(epoch)
-            f = sorted(ytvos[i]["frames"].tolist())
-            assert np.diff(f).tolist() == [2] * 4 and 0 <= f[0] and f[-1] < 12
-    kin = ClipDataset(synth_set, frame_gap=10, short_side=32, crop=32, sampling="kinetics", crop_mode="center", seed=0)
-    f = kin[0]["frames"].tolist()
-    assert f == sorted(f) and np.diff(f).tolist() in ([2, 2, 2, 2], [2, 3, 2, 2], [2, 2, 3, 2])  # win 12: gap 2.4, int()
-
-
-def test_clip_flip_is_shared_and_only_change(synth_set):
-    kw = dict(short_side=(32, 48), crop=32, seed=11)
-    flipped, plain = ClipDataset(synth_set, flip_p=1.0, **kw), ClipDataset(synth_set, flip_p=0.0, **kw)
-    for i in range(len(plain)):
-        assert torch.equal(flipped[i]["main"], plain[i]["main"].flip(-1))
-
-
-def test_clip_pipeline_on_real_frames(davis_root):
-    seq = DavisDataset(davis_root, sequences=["blackswan"])
-    item = ClipDataset(seq, short_side=64, crop=64, sampling="kinetics", crop_mode="center", flip_p=0.0)[0]
-    frames = seq[0].frames(item["frames"].tolist())                       # [T,480,854,3]
-    small = np.stack([np.array(Image.fromarray(f).resize((113, 64), Image.Resampling.BILINEAR)) for f in frames])
-    expected = torch.from_numpy(small[:, :, 24:88]).permute(0, 3, 1, 2)    # 854/480*64 = 113.8 -> 113; left round(24.5)=24
-    assert np.array_equal(resize_frames(frames, 64), small)
-    assert torch.allclose(item["main"], normalize(expected))
-    fast = ClipDataset(seq, short_side=64, crop=64, sampling="kinetics", crop_mode="center", flip_p=0.0, fast_decode=True)[0]
-    assert torch.equal(fast["frames"], item["frames"]) and fast["main"].shape == item["main"].shape
-    assert (denormalize(fast["main"]) - denormalize(item["main"])).abs().mean() < 0.01  # JPEG downscaled decode: close
-
-
-def test_clip_drops_and_rejects(synth_set, tmp_path):
-    short = VideoSequence("short", synth_set[0].frame_paths[:4])
-    with pytest.warns(UserWarning, match="short"):
-        ds = ClipDataset([short, *synth_set], short_side=32, crop=32)
-    assert ds.dropped == [("short", "4 frames < 5")] and len(ds) == 3 and {ds[i]["video"] for i in range(3)} == {1, 2, 3}
-    with pytest.warns(UserWarning, match="smaller than the crop"), pytest.raises(ValueError, match="no usable videos"):
-        ClipDataset(synth_set, short_side=64, crop=64)   # 48-pixel frames
-    with pytest.raises(ValueError, match="smaller than the crop"): ClipDataset(synth_set, short_side=(24, 40), crop=32)
-    with pytest.raises(ValueError, match="sampling"): ClipDataset(synth_set, short_side=32, crop=32, sampling="random")
-
-
-def test_item_generator_streams_differ():
-    seeds = {item_generator(s, e, i).initial_seed() for s in range(3) for e in range(3) for i in range(50)}
-    assert len(seeds) == 450
 
 
 # ---------------------------------------------------------------- own videos and YouTube-VOS

@@ -6,6 +6,7 @@ from PIL import Image
 from scipy import ndimage
 
 from dense_ulearn.data import write_mask
+from dense_ulearn.fixtures import tiny_davis
 from dense_ulearn.evaluate import (GLOBAL_COLUMNS, OBJECT_COLUMNS, EvalResult, db_eval_boundary,
                                    db_eval_boundary_reference, db_eval_iou, decay_boundaries, db_statistics,
                                    evaluate_davis, read_result_mask, result_paths, seg2bmap, seg2bmap_reference,
@@ -133,23 +134,9 @@ def test_statistics_of_a_ramp():
 
 # ---------------------------------------------------------------- bad inputs
 
-def _tiny_davis(root, n_frames=5, size=(24, 32)):
-    "One sequence 'toy' with two moving objects and a perfect results folder root/'res'."
-    ids = np.zeros(size, np.uint8)
-    ids[2:10, 3:12], ids[12:20, 15:28] = 1, 2
-    (root / "JPEGImages/480p/toy").mkdir(parents=True)
-    (root / "ImageSets/2017").mkdir(parents=True)
-    (root / "ImageSets/2017/val.txt").write_text("toy\n")
-    for t in range(n_frames):
-        Image.fromarray(np.full((*size, 3), 90, np.uint8)).save(root / f"JPEGImages/480p/toy/{t:05d}.jpg")
-        write_mask(root / f"Annotations/480p/toy/{t:05d}.png", np.roll(ids, t, axis=1))
-        write_mask(root / f"res/toy/{t:05d}.png", np.roll(ids, t, axis=1))
-    return root
-
-
 @pytest.fixture
 def tiny(tmp_path):
-    return _tiny_davis(tmp_path)
+    return tiny_davis(tmp_path)
 
 
 def _evaluate(root, **kw):

@@ -1,4 +1,5 @@
-"""The explorer's pictures (nbs/08_explore.ipynb) on a tiny real DAVIS clip at quarter size (120×214 frames)."""
+"""The affinity pictures (nbs/08_explore.ipynb) and the interactive explorer (nbs/08a_explorer.ipynb) on a tiny real DAVIS
+clip at quarter size (120×214 frames)."""
 import json
 import os
 import shutil
@@ -15,9 +16,10 @@ from PIL import Image
 
 from dense_ulearn.data import DavisDataset
 from dense_ulearn.encoder import build_encoder
-from dense_ulearn.explore import (GalleryConfig, build_explorer, encode_frames, find_checkpoint, load_clip,
-                                  object_center, pixel_to_cell, pseudo_label_figure, query_affinity, save_gallery,
-                                  show_affinity, show_features, show_propagation)
+from dense_ulearn.explore import (GalleryConfig, encode_frames, find_checkpoint, load_clip, object_center, pixel_to_cell,
+                                  pseudo_label_figure, query_affinity, save_gallery, show_affinity, show_features,
+                                  show_propagation)
+from dense_ulearn.explorer import build_explorer
 from dense_ulearn.propagate import (PropagationConfig, context_frames, propagate, propagate_reference,
                                     reference_groups)
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from dense_ulearn.augment import make_aug_view
-from dense_ulearn.data import ClipDataset, DavisDataset
+from dense_ulearn.clips import ClipDataset
+from dense_ulearn.data import DavisDataset
 from dense_ulearn.encoder import build_encoder
 from dense_ulearn.losses import LossConfig, compute_losses
 

@@ -1,28 +1,21 @@
 """Label propagation (kNN over the first and recent frames, as the official code propagates labels): the fast streaming `propagate` gives the masks of the literal `propagate_reference`."""
+import json
+import re
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from dense_ulearn.data import DAVIS_PALETTE, VOID_ID, DavisDataset, VideoSequence, read_mask, write_frame, write_mask
+from dense_ulearn.data import DAVIS_PALETTE, VOID_ID, DavisDataset, VideoSequence, read_mask, write_mask
 from dense_ulearn.encoder import build_encoder
-from dense_ulearn.propagate import (PRECISIONS, PropagationConfig, context_blocks, context_frames, FeatureRing, propagate,
-                                    propagate_dataset, propagate_reference, propagate_sequence, radius_offsets,
-                                    reference_groups, sequence_features, sequence_objects, upsample_labels)
-
-
-def random_feats(T, C, h, w, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(T, C, h, w, generator=g, dtype=dtype), dim=1)  # [T,C,h,w]
-
-
-def block_labels(h, w, n_channels, seed=0, cell=4):
-    "A random channel map of cell×cell blocks, [h*cell, w*cell]."
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, n_channels, (h, w), generator=g).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+from dense_ulearn.fixtures import block_labels, entering_object_video, random_feats
+from dense_ulearn.propagate import (PRECISIONS, PropagationConfig, context_blocks, context_frames, FeatureRing, predict_reference,
+                                    propagate, propagate_dataset, propagate_reference, propagate_sequence, query_neighbours,
+                                    radius_mask, radius_offsets, reference_groups, sequence_features, sequence_objects,
+                                    upsample_labels)
 
 
 def both(feats, groups, cfg):
@@ -49,9 +42,9 @@ CASES = {  # name: (config, T, C, h, w, objects, first-appearance frames of late
 def test_fast_equals_reference_float64(name):
     cfg, T, C, h, w, n_obj, later = CASES[name]
     feats = random_feats(T, C, h, w, seed=len(name))
-    first = {0: block_labels(h, w, n_obj + 1, seed=1)}
+    first = {0: block_labels(h, w, n_obj + 1, seed=1, cell=4)}
     for k, t0 in enumerate(later):  # each later group introduces one new object
-        first[t0] = torch.where(block_labels(h, w, 2, seed=t0) == 1, n_obj + 1 + k, 0)
+        first[t0] = torch.where(block_labels(h, w, 2, seed=t0, cell=4) == 1, n_obj + 1 + k, 0)
     groups = reference_groups(first, n_obj + 1 + len(later), (h, w), torch.float64)
     ref, fast = both(feats, groups, cfg)
     assert len(ref) == len(fast) == T
@@ -62,7 +55,7 @@ def test_fast_equals_reference_float64(name):
 def test_fast_agrees_with_reference_float32():
     T, C, h, w = 12, 64, 16, 24
     feats = random_feats(T, C, h, w, seed=3, dtype=torch.float32)
-    groups = reference_groups({0: block_labels(h, w, 4, seed=3)}, 4, (h, w))
+    groups = reference_groups({0: block_labels(h, w, 4, seed=3, cell=4)}, 4, (h, w))
     ref, fast = both(feats, groups, PropagationConfig())
     n = T * 4 * h * 4 * w
     diff = label_diff(ref, fast, (4 * h, 4 * w))
@@ -78,6 +71,20 @@ def test_known_answers():
     rolled = torch.stack([f0.roll(t, dims=-1) for t in range(5)])
     for t, m in enumerate(propagate(rolled, groups, PropagationConfig(topk=1, radius=3, context=4))):
         torch.testing.assert_close(m, groups[0].labels.roll(t, dims=-1))
+
+
+def test_query_neighbours_give_the_reference_prediction():
+    "One query cell's neighbours and weights, summed over their labels, are the reference's prediction for that cell."
+    cfg = PropagationConfig(radius=3, topk=6)
+    S, C, h, w, L = 5, 16, 7, 9, 3
+    feats = random_feats(S + 1, C, h, w, seed=5)
+    labels = torch.softmax(random_feats(S, L, h, w, seed=6), dim=1).reshape(S, L, h * w)  # [S,L,hw] soft labels
+    keys = feats[:S].reshape(S, C, h * w).permute(1, 0, 2)  # [C,S,hw]
+    pred = predict_reference(feats[S].reshape(C, h * w), keys, labels, radius_mask(h, w, cfg.radius, torch.float64), cfg)
+    for cell in (0, 31, h * w - 1):
+        wts, entries, cells = query_neighbours(feats[S], feats[:S], cell, cfg)
+        assert len(wts) == cfg.topk and abs(float(wts.sum()) - 1) < 1e-12
+        torch.testing.assert_close((wts[:, None] * labels[entries, :, cells]).sum(0), pred[:, cell])
 
 
 def test_context_blocks_match_context_frames():
@@ -98,7 +105,7 @@ def test_streaming_keeps_no_past_features():
             f = random_feats(1, C, h, w, seed=t, dtype=torch.float32)[0]
             alive.append(weakref.ref(f))
             yield f
-    groups = reference_groups({0: block_labels(6, 7, 2)}, 2, (6, 7))
+    groups = reference_groups({0: block_labels(6, 7, 2, cell=4)}, 2, (6, 7))
     for t, _ in enumerate(propagate(stream(), groups, PropagationConfig(context=4))):
         assert sum(r() is not None for r in alive) <= 2, f"frame {t}: old feature maps kept alive"
 
@@ -121,21 +128,6 @@ def test_real_sequence_fast_equals_reference(davis_root, encoder):
         print(f"blackswan {dtype}: {n - diff} of {n} label pixels agree")
         assert diff == 0 if dtype == torch.float64 else diff <= 0.001 * n
     assert (upsample_labels(fast[4], seq.size).numpy() == 1).sum() > 0  # the swan is still there
-
-
-def entering_object_video(root, n_frames=6, size=(64, 96), t_new=3, seed=0):
-    "Textured frames with object 1 from frame 0 and object 2 from frame `t_new` (masks at 0 and t_new only)."
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, (size[0] // 8, size[1] // 8, 3)).repeat(8, 0).repeat(8, 1)
-    frames, masks = [], []
-    for t in range(n_frames):
-        img, lab = base.copy(), np.zeros(size, np.uint8)
-        img[8:32, 8:32], lab[8:32, 8:32] = (230, 40, 40), 1
-        if t >= t_new: img[32:56, 56:88], lab[32:56, 56:88] = (40, 40, 230), 2
-        img = np.clip(img + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
-        frames.append(write_frame(root / f"{t:05d}.jpg", img))
-        masks.append(write_mask(root / f"{t:05d}.png", lab) if t in (0, t_new) else None)
-    return VideoSequence("entering", frames, masks, [1, 2], {1: 0, 2: t_new}, size)
 
 
 def test_mid_video_object_is_kept(tmp_path, encoder):
@@ -259,3 +251,20 @@ def test_gpu_fp32_masks_equal_cpu_masks(davis_root, encoder):
     agree, n = sum(int((a == b).sum()) for a, b in zip(gpu, cpu)), sum(a.size for a in cpu)
     print(f"GPU vs CPU fp32: {agree} of {n} label pixels agree")
     assert agree >= 0.999 * n
+
+
+FIXTURES = ("random_feats", "block_labels", "entering_object_video", "tiny_davis")
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_has_one_home(name):
+    "Notebooks and tests share one definition of each known-answer input: dense_ulearn/fixtures.py (nbs/05a_fixtures.ipynb)."
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(rf"^def\s+_?{name}\b", re.M)
+    found = [str(f.relative_to(root)) for d in ("dense_ulearn", "tests") for f in sorted((root / d).glob("*.py"))
+             for _ in pattern.finditer(f.read_text())]
+    assert found == ["dense_ulearn/fixtures.py"], f"{name} is defined in {found}: import it from dense_ulearn.fixtures"
+    in_notebooks = [nb.name for nb in sorted((root / "nbs").glob("*.ipynb"))
+                    for cell in json.loads(nb.read_text())["cells"] if cell["cell_type"] == "code"
+                    for _ in pattern.finditer("".join(cell["source"]))]
+    assert in_notebooks == ["05a_fixtures.ipynb"], f"{name} is defined in {in_notebooks}: import it from dense_ulearn.fixtures"

@@ -439,7 +439,8 @@ def test_train_checks_the_settings_before_creating_the_run_folder(tmp_path):
 
 def test_a_damaged_frame_read_in_a_dataloader_worker_is_one_line(tmp_path, monkeypatch):
     import dense_ulearn.train as train_module
-    from dense_ulearn.data import JPEG_EOI, make_synthetic_davis
+    from dense_ulearn.data import JPEG_EOI
+    from dense_ulearn.synthetic import make_synthetic_davis
     videos = make_synthetic_davis(tmp_path / "videos", n_videos=3, n_frames=10, size=(40, 56), seed=0)
     make_loader = train_module.make_loader
     def damage_then_load(*args, **kwargs):  # the frames break after the data set was opened (checked): found in a worker
