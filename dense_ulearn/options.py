@@ -27,7 +27,7 @@ SHARED_DAVIS, SHARED_VIDEO = "davis2017-mini", "davis2016-train-video"  # the te
 
 def repo_root() -> Path:
     "The repository root: the parent of the `dense_ulearn` package folder (else the nearest `pyproject.toml` above the cwd)."
-    spec = importlib.util.find_spec("dense_ulearn")
+    spec = importlib.util.find_spec("dense_ulearn")  # locates the installed package (imports nothing)
     if spec is not None and spec.origin is not None: return Path(spec.origin).resolve().parent.parent
     for d in [Path.cwd(), *Path.cwd().parents]:
         if (d / "pyproject.toml").exists(): return d
