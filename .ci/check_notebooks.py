@@ -1,7 +1,8 @@
 """What a reader meets: executed notebooks with their pictures, compact, no errors, nothing that points outside the repo.
 
 Fails (exit 1, one line per problem) on:
-- a notebook with picture cells (a code cell whose first line is `# picture: ...`) but no image output, or a
+- a notebook with picture cells (a code cell whose first line after nbdev's `#|` directives is `# picture: ...`)
+  but no image output, or a
   marked cell without an image; 09_cli draws nothing and is exempt;
 - an error output or a traceback in any output;
 - an image over 150 KB, a notebook over 1.5 MB, all notebooks together over 8 MB;
@@ -48,7 +49,8 @@ def check_notebook(path: Path, problems: list) -> tuple[int, int]:
         sizes = images_of(cell)
         n_images += len(sizes)
         where = f"{path.name} cell {i} ({cell.get('id')})"
-        if MARKER.match("".join(cell["source"]).lstrip()):
+        lines = [l for l in "".join(cell["source"]).splitlines() if not l.startswith("#|")]  # nbdev directives come first
+        if lines and MARKER.match(lines[0].lstrip()):
             marked += 1
             if not sizes: problems.append(f"{where}: a picture cell without an image output")
         for s in sizes:
