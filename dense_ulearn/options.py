@@ -17,8 +17,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DATA_ENV_VAR', 'DATA_OFF', 'SHARED_DAVIS', 'SHARED_VIDEO', 'OUTPUT_MARKER', 'OUTPUT_KINDS', 'DEVICE_HELP',
            'repo_root', 'is_davis_root', 'has_train_split', 'explicit_path', 'shared_data_folder', 'SharedPaths',
-           'shared_paths', 'DataFound', 'find_data', 'mark_output', 'marked_files', 'read_marker', 'visible_entries',
-           'inside_annotations', 'check_output_path', 'prepare_output', 'remove_output', 'resolve_device']
+           'shared_paths', 'named_source', 'DataFound', 'find_data', 'mark_output', 'marked_files', 'read_marker',
+           'visible_entries', 'inside_annotations', 'check_output_path', 'prepare_output', 'remove_output',
+           'resolve_device']
 
 # %% ../nbs/00a_options.ipynb #d0478b4e
 DATA_ENV_VAR = "DENSE_ULEARN_DATA"  # names a DAVIS root, a data folder holding DAVIS/, or "none"
@@ -77,6 +78,12 @@ def shared_paths() -> SharedPaths | None:
                        results=root / "results", fixtures=root / "fixtures")
 
 # %% ../nbs/00a_options.ipynb #46d8f224
+def named_source(rule: str, what: str, shared: str, missing: str) -> str:
+    "Data named by the rule that found it, without a path: 'your DAVIS (data/DAVIS)', the test data, or the synthetic set."
+    if rule == "shared test data": return shared
+    if rule.startswith(("--", "$", "data/")): return f"your {what} ({rule})"
+    return f"the synthetic set (no {missing} found)"
+
 @dataclass(frozen=True)
 class DataFound:
     "Where the labelled DAVIS sequences and the training video were found, and by which rule."
@@ -89,16 +96,12 @@ class DataFound:
     @property
     def davis_source(self) -> str:
         "The labelled data named without a path, for outputs and reports."
-        return {"--davis-root": "your DAVIS (--davis-root)", f"${DATA_ENV_VAR}": f"your DAVIS (${DATA_ENV_VAR})",
-                "data/DAVIS": "your DAVIS (data/DAVIS)", "shared test data": "the shared DAVIS-2017 val subset",
-                }.get(self.davis_rule, "the synthetic set (no DAVIS found)")
+        return named_source(self.davis_rule, "DAVIS", "the shared DAVIS-2017 val subset", "DAVIS")
 
     @property
     def video_source(self) -> str:
         "The training video named without a path, for outputs and reports."
-        return {"--video-root": "your video (--video-root)", f"${DATA_ENV_VAR}": f"your video (${DATA_ENV_VAR})",
-                "data/": "your video (data/)", "shared test data": "the shared DAVIS-2016 train video",
-                }.get(self.video_rule, "the synthetic set (no training video found)")
+        return named_source(self.video_rule, "video", "the shared DAVIS-2016 train video", "training video")
 
     def lines(self) -> list[str]:
         "One line per kind of data: where it is and which rule found it."
