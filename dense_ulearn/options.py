@@ -19,7 +19,7 @@ __all__ = ['DATA_ENV_VAR', 'DATA_OFF', 'SHARED_DAVIS', 'SHARED_VIDEO', 'OUTPUT_M
            'repo_root', 'is_davis_root', 'has_train_split', 'explicit_path', 'shared_data_folder', 'SharedPaths',
            'shared_paths', 'named_source', 'DataFound', 'find_data', 'mark_output', 'marked_files', 'read_marker',
            'visible_entries', 'inside_annotations', 'check_output_path', 'prepare_output', 'remove_output',
-           'resolve_device']
+           'scratch_folder', 'resolve_device']
 
 # %% ../nbs/00a_options.ipynb #d0478b4e
 DATA_ENV_VAR = "DENSE_ULEARN_DATA"  # names a DAVIS root, a data folder holding DAVIS/, or "none"
@@ -240,6 +240,14 @@ def remove_output(folder, kind: str) -> None:
     n = sum(1 for p in folder.rglob("*") if p.is_file())
     shutil.rmtree(folder)
     print(f"deleted {folder} ({n} files: the dense-ulearn {kind} output of {record.get('created', '?')})", file=sys.stderr)
+
+# %% ../nbs/00a_options.ipynb #5c7a0e12
+def scratch_folder(prefix: str = "dense-ulearn-") -> Path:
+    "A new temporary folder, removed with everything in it when this process ends (a worker process too)."
+    import multiprocessing.util, tempfile
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder,), kwargs=dict(ignore_errors=True), exitpriority=0)
+    return folder
 
 # %% ../nbs/00a_options.ipynb #c0261c4c
 DEVICE_HELP = "auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N (default: auto)"

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_viz.ipynb #6152524a
 from __future__ import annotations
-import atexit, functools, io, os, shutil, tempfile
+import functools, io, os
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .data import DAVIS_PALETTE, DavisDataset, VideoSequence, denormalize
-from .options import find_data
+from .options import find_data, scratch_folder
 from .synthetic import make_synthetic_davis
 
 # %% auto #0
@@ -32,9 +32,8 @@ SYNTHETIC_PICTURES = dict(n_videos=4, n_frames=24, size=(240, 320), seed=1,  # t
 
 @functools.lru_cache(maxsize=None)
 def synthetic_root() -> Path:
-    "The synthetic DAVIS-layout set the pictures fall back to, written once per process into a temporary folder."
-    root = Path(tempfile.mkdtemp(prefix="dense-ulearn-synthetic-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    "The synthetic DAVIS-layout set the pictures fall back to, written once per process into a scratch folder."
+    root = scratch_folder("dense-ulearn-synthetic-")
     return make_synthetic_davis(root / "DAVIS", **SYNTHETIC_PICTURES)
 
 def picture_sequences(names: Sequence[str] = ("blackswan",),  # preferred sequences (those the data lacks are replaced)
