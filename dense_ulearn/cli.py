@@ -111,7 +111,7 @@ LIBRARY_DEFAULTS = {  # what the help shows; a check in this notebook holds each
     "propagation_precisions": ("fp32", "bf16", "fp16"),  # propagate.PRECISIONS
     "demo_out": "demo-report",  # demo.DEFAULT_OUT
 }
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # auto: the config's amp_bf16 (None: bf16 on GPUs that support it)
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # auto: the config's amp_bf16 (None: bf16 where the device runs it fast); = demo.DEMO_PRECISIONS
 
 def train_parser(p) -> None:
     "Arguments of `dense-ulearn train`."
@@ -131,7 +131,8 @@ def train_parser(p) -> None:
     add_seed_flag(p, "init, data order and loss grids (default: the preset's)", default=None)
     add_device_flag(p)
     add_precision_flag(p, TRAIN_PRECISIONS, "auto", "fp32, or bf16 autocast for the encoder (the losses stay fp32); auto: "
-                       "the config's amp_bf16")
+                       "the config's amp_bf16, which by default is bf16 where the device runs it fast (a bf16 GPU, a CPU with "
+                       "AVX512-BF16/AMX) and the exact fp32 path elsewhere")
     add_workers_flag(p, "data loading", None)
     add_progress_flag(p)
 
@@ -176,9 +177,12 @@ def demo_parser(p) -> None:
     p.set_defaults(sequences=DEMO_DEFAULT)  # told apart from `all` (None)
     p.add_argument("--iterations", type=positive_int, default=None, metavar="N", help="training iterations (default: the preset's demo budget)")
     p.add_argument("--minutes", type=nonnegative_float, default=None, metavar="M",
-                   help="stop training after M minutes even if the iterations are not done, a safety net (0: no cap)")
+                   help="stop training after M minutes even if the iterations are not done: a safety net well above the "
+                        "expected time (default: 30 with cpu-tiny; the report says when it cut training; 0: no cap)")
     p.add_argument("--scale", type=positive_float, default=None, metavar="X",
                    help="frame scale for propagation (default: the demo's); J&F is always at the original resolution")
+    add_precision_flag(p, TRAIN_PRECISIONS, "auto", "training and propagation: bf16 where this device runs it fast "
+                       "(a CPU with AVX512-BF16/AMX, a bf16 GPU), else fp32 (auto); fp32: the exact path; bf16")
     add_seed_flag(p, "the initialisation (trained and random) and the data order (default: 0)")
     p.add_argument("--preset", default=None, choices=d["presets"], help="training preset (default: cpu-tiny on a CPU, the GPU preset with CUDA)")
     p.add_argument("--set", dest="overrides", action="append", default=[], type=key_value, metavar="KEY=VALUE",
@@ -307,7 +311,8 @@ def demo_main(args) -> int:
                       iterations=args.iterations, minutes=args.minutes,
                       scale=DEFAULT_SCALE if args.scale is None else args.scale, seed=args.seed, preset=args.preset,
                       overrides=overrides, out=args.out, overwrite=args.overwrite,
-                      workers=max(args.workers or 1, 1), explore=not args.no_explore, device=args.device)
+                      workers=max(args.workers or 1, 1), explore=not args.no_explore, device=args.device,
+                      precision=args.precision)
     print(f"\nreport: {report.html.resolve()}\n        {report.md.resolve()}")
     return 0
 

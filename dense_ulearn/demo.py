@@ -19,24 +19,25 @@ from .data import DavisDataset, read_mask
 from .encoder import build_encoder, load_encoder
 from .explore import save_gallery
 from .evaluate import GLOBAL_COLUMNS, evaluate_davis, write_results
-from .options import (DATA_ENV_VAR, DataFound, check_output_path, find_data, prepare_output, read_marker,
-                                  resolve_device, visible_entries)
+from .options import (DATA_ENV_VAR, Bf16Support, DataFound, check_output_path, fast_bf16, find_data, prepare_output,
+                                  read_marker, resolve_device, visible_entries)
 from .propagate import PropagationConfig, propagate_dataset
 from .synthetic import make_synthetic_davis
-from .config import PRESETS, TrainConfig, load_config, parse_overrides
-from .train import train
+from .config import PRESETS, TrainConfig, load_config, parse_overrides, read_structured
+from .train import describe_speed, train
 from .viz import compact_png, new_figure, overlay_outlined, save_figure, thumbnail
 
 # %% auto #0
 __all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'DATA_SOURCES', 'MODEL_COLOURS', 'REPORT_DPI', 'HTML_STYLE', 'GPU_PRESET',
            'DEFAULT_ITERATIONS', 'DEFAULT_MINUTES', 'DEFAULT_SEQUENCES', 'PRESET_CHANGES', 'DEFAULT_SCALE',
-           'DEFAULT_PROPAGATION', 'DEFAULT_OUT', 'REPORT_FILES', 'SyntheticSpec', 'DemoData', 'select_demo_data',
-           'write_synthetic', 'jf_table', 'sequence_table', 'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth',
-           'plot_loss_curve', 'strip_indices', 'overlay_strip', 'png_data_uri', 'markdown_table', 'with_difference',
-           'report_sections', 'markdown_report', 'html_report', 'write_report', 'default_preset', 'demo_dataset',
-           'report_dir', 'prepare_report_dir', 'demo_train_config', 'checkpoint_step', 'demo_models',
-           'demo_propagation', 'propagate_models', 'evaluate_models', 'explore_figures', 'demo_figures',
-           'describe_scale', 'demo_facts', 'DemoReport', 'check_demo_args', 'run_demo', 'readme_picture']
+           'DEFAULT_PROPAGATION', 'DEFAULT_OUT', 'REPORT_FILES', 'BF16_MASK_AGREEMENT', 'DEMO_PRECISIONS',
+           'SyntheticSpec', 'DemoData', 'select_demo_data', 'write_synthetic', 'jf_table', 'sequence_table',
+           'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth', 'plot_loss_curve', 'strip_indices',
+           'overlay_strip', 'png_data_uri', 'markdown_table', 'with_difference', 'report_sections', 'markdown_report',
+           'html_report', 'write_report', 'default_preset', 'demo_dataset', 'report_dir', 'prepare_report_dir',
+           'demo_train_config', 'checkpoint_step', 'demo_models', 'demo_propagation', 'propagate_models',
+           'evaluate_models', 'explore_figures', 'demo_figures', 'describe_scale', 'training_notice', 'run_speed',
+           'demo_facts', 'DemoReport', 'check_demo_args', 'run_demo', 'readme_picture']
 
 # %% ../nbs/07_demo.ipynb #73aeafd4
 @dataclass(frozen=True)
@@ -226,7 +227,8 @@ def report_sections(summary: dict,               # what was run: {"title", "fact
                     ) -> list[tuple[str, object]]:
     "The report as an ordered list of (heading, content) where content is text, a DataFrame or a list of PNG paths."
     facts = "\n".join(f"- **{k}**: {v}" for k, v in summary["facts"].items())
-    return [("What was run", facts), ("J&F (DAVIS-2017 semi-supervised, original resolution)", global_),
+    notice = [("Read this first", summary["notice"])] if summary.get("notice") else []  # e.g. training was cut short
+    return [*notice, ("What was run", facts), ("J&F (DAVIS-2017 semi-supervised, original resolution)", global_),
             ("J&F per sequence", with_difference(per_sequence)), *figures.items()]
 
 # %% ../nbs/07_demo.ipynb #f923037f
@@ -279,7 +281,7 @@ def write_report(out_dir,                 # the report folder
 # %% ../nbs/07_demo.ipynb #9a07926c
 GPU_PRESET = "paper-ytvos"
 DEFAULT_ITERATIONS = {"cpu-tiny": 200, GPU_PRESET: 1500}  # iterations per preset (see the budget above)
-DEFAULT_MINUTES = {"cpu-tiny": 11.0}  # training wall-time cap per preset (a safety net on slow or busy machines)
+DEFAULT_MINUTES = {"cpu-tiny": 30.0}  # training wall-time cap per preset: a safety net, about 3x the time on 2 idle cores
 DEFAULT_SEQUENCES = {"cpu-tiny": ["blackswan", "car-shadow", "drift-straight"]}  # scored when --sequences is not given
                                                         # and the data has them (else: the whole val split)
 PRESET_CHANGES = {GPU_PRESET: {"clips_per_video": 40}}  # a few videos must still fill a batch of 16 clips: each of
@@ -363,9 +365,15 @@ def demo_models(run_dir,               # training run folder (checkpoints/last.p
     return {"trained": trained.to(device).eval(), "random": build_encoder(seed=seed).to(device).eval()}
 
 # %% ../nbs/07_demo.ipynb #03d74b67
-def demo_propagation() -> PropagationConfig:
-    "The paper's propagation (top-10, radius 12, τ 0.05, context 20) with the demo's speed settings."
-    return PropagationConfig(**DEFAULT_PROPAGATION)
+BF16_MASK_AGREEMENT = 0.9968  # share of mask pixels equal to fp32 with bf16 features (bench/gpu.py: blackswan, scale 0.5)
+
+def demo_propagation(device=None,  # the device that will propagate (None: keep fp32)
+                     bf16: Bf16Support | None = None,  # whether it runs bf16 fast (None: `options.fast_bf16` decides)
+                     ) -> PropagationConfig:
+    """The paper's propagation (top-10, radius 12, τ 0.05, context 20) with the demo's speed settings: bf16 features on
+    a CPU with native bf16 (99.68 % of mask pixels as in fp32), else fp32."""
+    fast_cpu = device is not None and torch.device(device).type == "cpu" and (bf16 or fast_bf16(device)).fast
+    return PropagationConfig(**DEFAULT_PROPAGATION, **({"precision": "bf16"} if fast_cpu else {}))
 
 def propagate_models(models: dict,       # {name: DenseEncoder}
                      dataset,            # DavisDataset of the evaluation sequences
@@ -427,17 +435,31 @@ def describe_scale(dataset, scale: float) -> str:
     return (f"×{scale}: features from {round(H * scale)}×{round(W * scale)} frames (original {H}×{W}); "
             "soft masks upsampled to the original size before the argmax, so J&F is at the original resolution")
 
+def training_notice(steps: int, cfg: TrainConfig) -> str | None:
+    "The report's first words when the wall-time cap cut training short (None when the whole budget was trained)."
+    if steps >= cfg.iterations: return None
+    return (f"Training was cut short: {steps} of {cfg.iterations} planned iterations, stopped by the "
+            f"{cfg.max_minutes:g}-minute cap (--minutes), so this machine ran slower than expected (busy, or a slow CPU). "
+            "The trained model is weaker than the full budget gives; for the full run use --minutes 0 (no cap).")
+
+def run_speed(run_dir) -> dict:
+    "The speed options of the run's latest (re)start, as its config.yaml records them."
+    return read_structured(Path(run_dir) / "config.yaml", "run record")["run"]["history"][-1].get("speed") or {}
+
 def demo_facts(data: DemoData, cfg: TrainConfig, steps: int, dataset, scale: float, seed: int,
-               prop: PropagationConfig, seconds: dict, device) -> dict[str, str]:
-    "What was run, for the report's first section."
-    budget = f"{steps} of {cfg.iterations} iterations" + ("" if steps == cfg.iterations else f" (stopped by --minutes {cfg.max_minutes})")
+               prop: PropagationConfig, seconds: dict, device, speed: dict | None = None) -> dict[str, str]:
+    "What was run, for the report's first section (`speed`: the run's speed options, see `run_speed`)."
+    budget = f"{steps} of {cfg.iterations} iterations" + ("" if steps == cfg.iterations else f" (stopped by --minutes {cfg.max_minutes:g})")
+    precision = ("bf16 features (" + f"{100 * BF16_MASK_AGREEMENT:.2f} % of mask pixels as with fp32)" if prop.precision == "bf16"
+                 else f"{prop.precision} features")
     return {"data": data.describe().replace("\n", "; "),
             "training": (f"preset {cfg.preset}: {budget}, batch {cfg.batch_size} clips × {cfg.frames_per_clip} frames, "
-                         f"{cfg.crop}² crops, {cfg.optimizer} lr {cfg.lr}; {seconds['train']:.0f} s on {device}"),
+                         f"{cfg.crop}² crops, {cfg.optimizer} lr {cfg.lr}; {seconds['train']:.0f} s on {device}"
+                         + (f"; {describe_speed(speed)}" if speed else "")),
             "models": (f"trained = the final checkpoint (no model selection on the evaluation sequences); random = the "
                        f"same architecture at the seeded initialisation (seed {seed}) the training started from"),
             "propagation": (f"{describe_scale(dataset, scale)}; top-{prop.topk} over the first frame + {prop.context} "
-                            f"previous frames, radius {prop.radius} cells, τ {prop.temperature} (the official code's inference settings)"),
+                            f"previous frames, radius {prop.radius} cells, τ {prop.temperature} (the official code's inference settings); {precision}"),
             "evaluation": (f"DAVIS-2017 semi-supervised J&F (frames 1..N-2), {len(dataset)} sequence(s): "
                            f"{', '.join(dataset.names)}"),
             "time": ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
@@ -461,6 +483,8 @@ class DemoReport:
     def gain(self) -> float: return float(self.jf.loc["trained", "J&F-Mean"] - self.jf.loc["random", "J&F-Mean"])
 
 # %% ../nbs/07_demo.ipynb #c0aab66a
+DEMO_PRECISIONS = ("auto", "fp32", "bf16")  # --precision of the demo: training and propagation together
+
 def check_demo_args(scale: float, workers: int, sequences: list[str] | None = None) -> None:
     "The demo's flags that need no data, checked first; each error names its flag."
     if not scale > 0: raise ValueError(f"--scale must be positive, got {scale}")
@@ -482,10 +506,13 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
              prop: PropagationConfig | None = None,
              explore: bool = True,                # add the affinity explorer's gallery (first sequence)
              device: str | None = None,           # "cpu", "cuda", "cuda:1" (None/"auto": a GPU when there is one)
+             precision: str = "auto",             # "auto": bf16 where the device runs it fast; "fp32": the exact path; "bf16"
              log=print) -> DemoReport:
     "Train, propagate with the trained and the random model, evaluate both, write the report."
     check_demo_args(scale, workers, sequences)
+    if precision not in DEMO_PRECISIONS: raise ValueError(f"--precision must be one of {', '.join(DEMO_PRECISIONS)}, got {precision!r}")
     device = resolve_device(device)  # an unavailable device is an error before anything is written
+    if precision != "auto": overrides = {**(overrides or {}), "amp_bf16": precision == "bf16"}
     if str(device) != str(resolve_device(None)): overrides = {**(overrides or {}), "device": str(device)}
     t_start = time.perf_counter()
     found = find_data(davis_root, video_root)  # a wrong explicit path: an error, and nothing written yet
@@ -498,7 +525,7 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
     log(data.describe())
     if data.video_root != planned_video: cfg = demo_train_config(data.video_root, out_dir / "run", iterations, minutes, seed, preset, overrides)
     if dataset is None: dataset = demo_dataset(data.davis_root, sequences, cfg.preset)
-    prop, seconds = prop or demo_propagation(), {}
+    prop, seconds = prop or (demo_propagation(device) if precision == "auto" else PropagationConfig(**DEFAULT_PROPAGATION, precision=precision)), {}
     log(f"report folder: {out_dir}\ntraining {cfg.preset} for {cfg.iterations} iterations on {device} ...")
     t = time.perf_counter()
     run_dir = train(cfg, overwrite=overwrite)
@@ -516,10 +543,12 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
     seconds["report"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_start
     jf, per_seq = jf_table(results), sequence_table(results)
-    facts = demo_facts(data, cfg, checkpoint_step(run_dir / "checkpoints" / "last.pt"), dataset, scale, seed, prop, seconds, device)
-    md, page = write_report(out_dir, {"title": "dense-ulearn demo: trained vs random initialisation", "facts": facts},
-                            jf, per_seq, figures)
-    log(markdown_table(jf))
+    steps = checkpoint_step(run_dir / "checkpoints" / "last.pt")
+    facts = demo_facts(data, cfg, steps, dataset, scale, seed, prop, seconds, device, run_speed(run_dir))
+    notice = training_notice(steps, cfg)
+    md, page = write_report(out_dir, {"title": "dense-ulearn demo: trained vs random initialisation", "facts": facts,
+                                      "notice": notice}, jf, per_seq, figures)
+    log(markdown_table(jf) + (f"\n\n{notice}" if notice else ""))
     return DemoReport(out_dir, md, page, jf, per_seq, results, run_dir, data, seconds)
 
 # %% ../nbs/07_demo.ipynb #7bfaf42d

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.util
 import json
 import os
@@ -16,10 +17,11 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['DATA_ENV_VAR', 'DATA_OFF', 'SHARED_DAVIS', 'SHARED_VIDEO', 'OUTPUT_MARKER', 'OUTPUT_KINDS', 'DEVICE_HELP',
-           'repo_root', 'is_davis_root', 'has_train_split', 'explicit_path', 'shared_data_folder', 'SharedPaths',
-           'shared_paths', 'named_source', 'DataFound', 'find_data', 'mark_output', 'marked_files', 'read_marker',
-           'visible_entries', 'inside_annotations', 'check_output_path', 'prepare_output', 'remove_output',
-           'scratch_folder', 'resolve_device']
+           'BF16_CPU_FLAGS', 'BF16_PROBE_GAIN', 'repo_root', 'is_davis_root', 'has_train_split', 'explicit_path',
+           'shared_data_folder', 'SharedPaths', 'shared_paths', 'named_source', 'DataFound', 'find_data', 'mark_output',
+           'marked_files', 'read_marker', 'visible_entries', 'inside_annotations', 'check_output_path',
+           'prepare_output', 'remove_output', 'scratch_folder', 'resolve_device', 'Bf16Support', 'cpu_flags',
+           'bf16_from_flags', 'bf16_probe', 'fast_bf16']
 
 # %% ../nbs/00a_options.ipynb #d0478b4e
 DATA_ENV_VAR = "DENSE_ULEARN_DATA"  # names a DAVIS root, a data folder holding DAVIS/, or "none"
@@ -263,3 +265,69 @@ def resolve_device(name: str | None = None, flag: str = "--device"):  # -> torch
         raise ValueError(f"{flag} {name}: this machine has {torch.cuda.device_count()} GPU(s)")
     if dev.type not in ("cpu", "cuda", "mps"): raise ValueError(f"{flag} {name}: use {DEVICE_HELP}")
     return dev
+
+# %% ../nbs/00a_options.ipynb #b7f16a02
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of native bf16 arithmetic (Linux /proc/cpuinfo)
+BF16_PROBE_GAIN = 1.25  # the timing probe takes bf16 when a step is at least this many times faster than fp32
+
+@dataclass(frozen=True)
+class Bf16Support:
+    "Whether bf16 runs fast on a device, and how that was decided (logged, and saved with a run)."
+    fast: bool
+    how: str
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
+    "The CPU's feature flags (x86 `flags`, Arm `Features` lines of /proc/cpuinfo); None where they cannot be read."
+    if cpuinfo is None:
+        try: cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError: return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"): flags |= set(value.split())
+    return flags or None
+
+def bf16_from_flags(flags: set[str] | None) -> Bf16Support | None:
+    "The answer when the CPU flags decide: x86 with or without native bf16; None when they cannot (no flags, Arm)."
+    if not flags: return None
+    found = sorted(set(BF16_CPU_FLAGS) & flags)
+    if found: return Bf16Support(True, f"CPU flags {', '.join(found)}: native bf16")
+    if "avx2" in flags or "sse2" in flags:  # x86 without native bf16: emulated, slower than fp32
+        return Bf16Support(False, f"CPU flags: no {' or '.join(BF16_CPU_FLAGS)} (bf16 would be emulated)")
+    return None
+
+def bf16_probe(repeats: int = 3) -> tuple[float, float]:  # (fp32 seconds, bf16 seconds) per step
+    "Time a small convolution stack's forward and backward in fp32 and in bf16 autocast with channels-last (best of `repeats`)."
+    import time, torch
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, 1, 1),
+                              torch.nn.ReLU(), torch.nn.Conv2d(64, 128, 3, 2, 1))
+    x = torch.randn(4, 3, 128, 128)
+    def best(bf16: bool) -> float:
+        model = net.to(memory_format=torch.channels_last) if bf16 else net
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(x.contiguous(memory_format=torch.channels_last) if bf16 else x)
+            out.float().square().mean().backward()
+            times.append(time.perf_counter() - t)
+        return min(times[1:])
+    return best(False), best(True)
+
+@functools.lru_cache(maxsize=None)
+def _cpu_bf16() -> Bf16Support:
+    by_flags = bf16_from_flags(cpu_flags())
+    if by_flags is not None: return by_flags
+    fp32, bf16 = bf16_probe()
+    return Bf16Support(fp32 >= BF16_PROBE_GAIN * bf16, f"timing probe: a step took {1e3 * fp32:.0f} ms in fp32, "
+                       f"{1e3 * bf16:.0f} ms in bf16 (bf16 taken when {BF16_PROBE_GAIN}x faster)")
+
+def fast_bf16(device) -> Bf16Support:
+    "Whether `device` runs bf16 fast: CUDA's own answer; on a CPU the flags, else a timing probe (once per process)."
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return Bf16Support(ok, f"CUDA device {'supports' if ok else 'does not support'} bf16")
+    if device.type == "cpu": return _cpu_bf16()
+    return Bf16Support(False, f"{device.type}: bf16 is not used")

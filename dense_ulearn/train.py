@@ -34,7 +34,7 @@ from .distributed import (
 from .encoder import build_encoder, load_encoder
 from .evaluate import evaluate_davis
 from .losses import LossConfig, compute_losses, encode_views, losses_from_keys
-from .options import explicit_path, find_data, remove_output, resolve_device, visible_entries
+from .options import explicit_path, find_data, remove_output, resolve_device, visible_entries, Bf16Support, fast_bf16
 from .propagate import PropagationConfig, propagate_dataset
 from .synthetic import make_synthetic_davis
 from .viz import pseudo_label_panel
@@ -42,9 +42,9 @@ from .viz import pseudo_label_panel
 # %% auto #0
 __all__ = ['SEED_STREAMS', 'param_groups', 'build_optimizer', 'build_scheduler', 'derive_seed', 'epoch_order',
            'EpochBatchSampler', 'EpochKeyed', 'select_videos', 'training_videos', 'clip_dataset', 'make_loader',
-           'batch_losses', 'speed_options', 'TrainForward', 'RunLogger', 'validation_root', 'check_validation',
-           'validate', 'NonFiniteLossError', 'StopRequest', 'TrainHooks', 'training_device', 'initial_encoder',
-           'training_module', 'gradient_norm', 'train_step', 'train']
+           'batch_losses', 'speed_options', 'describe_speed', 'TrainForward', 'RunLogger', 'validation_root',
+           'check_validation', 'validate', 'NonFiniteLossError', 'StopRequest', 'TrainHooks', 'training_device',
+           'initial_encoder', 'training_module', 'gradient_norm', 'train_step', 'train']
 
 # %% ../nbs/04b_train.ipynb #d0444f2d
 def param_groups(
@@ -168,13 +168,25 @@ def batch_losses(
     return losses_from_keys(k, k_aug, theta, cfg, generator)  # the grids and losses of compute_losses
 
 # %% ../nbs/04b_train.ipynb #e6ba8d0e
-def speed_options(cfg: TrainConfig, device: torch.device) -> dict:
-    "amp_bf16, channels_last, fused_optimizer, pin_memory with `None` resolved: on with CUDA, off otherwise."
+def speed_options(cfg: TrainConfig, device: torch.device,
+                  bf16: Bf16Support | None = None,  # whether the device runs bf16 fast (None: `options.fast_bf16` decides)
+                  ) -> dict:
+    """amp_bf16, channels_last, fused_optimizer and pin_memory with `None` resolved, and `bf16_decided_by`. bf16 autocast
+    is on where the device runs bf16 fast (a bf16 GPU; a CPU with native bf16). With CUDA channels-last and the fused
+    optimiser are on as well; on a CPU they follow bf16, so that `--precision fp32` (or `amp_bf16=false`) alone gives
+    the exact fp32 path. pin_memory: with CUDA."""
     cuda = device.type == "cuda"
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    support = bf16 or (fast_bf16(device) if cfg.amp_bf16 is None else Bf16Support(cfg.amp_bf16, "set in the configuration"))
     pick = lambda value, default: default if value is None else bool(value)
-    return dict(amp_bf16=pick(cfg.amp_bf16, bf16_ok), channels_last=pick(cfg.channels_last, cuda),
-                fused_optimizer=pick(cfg.fused_optimizer, cuda), pin_memory=pick(cfg.pin_memory, cuda))
+    amp = pick(cfg.amp_bf16, support.fast)
+    return dict(amp_bf16=amp, channels_last=pick(cfg.channels_last, cuda or amp),
+                fused_optimizer=pick(cfg.fused_optimizer, cuda or amp), pin_memory=pick(cfg.pin_memory, cuda),
+                bf16_decided_by=support.how)
+
+def describe_speed(speed: dict) -> str:
+    "One line naming the speed options a run uses and why (logged at the start of training, shown in the demo report)."
+    on = [name for name in ("amp_bf16", "channels_last", "fused_optimizer") if speed.get(name)]
+    return f"speed options: {', '.join(on) if on else 'none (exact fp32)'} ({speed.get('bf16_decided_by', 'the reason was not recorded')})"
 
 class TrainForward(nn.Module):
     "The encoder as the losses call it: channels-last input and bf16 autocast (outputs back in fp32) if asked."
@@ -400,6 +412,7 @@ def _run(cfg: TrainConfig, info: DistInfo, run_dir: Path, device, resume: bool, 
     cfg = resolve_schedule(cfg, per_epoch)
     if cfg.val_every: check_validation(cfg)
     speed = speed_options(cfg, device)
+    if info.is_main: print(describe_speed(speed), file=sys.stderr)  # once per (re)start, and in config.yaml
     # --- model, optimiser, schedule, resume ---
     encoder = initial_encoder(cfg)
     if info.world_size > 1: encoder = synchronise_batchnorm(encoder, device.type)
