@@ -101,6 +101,7 @@ class FeatureExtractor(nn.Module):
     def forward(self, x):  # [N,3,H,W] -> [N,C,h,w]
         feats = self.encode(x)
         check_feature_shape(feats, x, self.spec.name)
+        self.last_input, self.last_feature_size = tuple(x.shape[-2:]), tuple(feats.shape[-2:])  # for the record
         return feats if self.normalised else F.normalize(feats.float(), dim=1).to(feats.dtype)
 
     @property

@@ -508,8 +508,8 @@ def propagate_dataset(model, # DenseEncoder, or a features.FeatureExtractor (any
                      ) -> Path: # out_dir
     "Propagate every sequence and write DAVIS palette PNGs named after the frames and the settings (`propagation.json`); the folder's marker lists them."
     from tqdm.auto import tqdm
-    from dense_ulearn.protocols import (RECORD_FILE, as_extractor, check_record, config_protocol, propagation_settings,
-                                        protocol_masks, update_record)  # here: that notebook builds on this one
+    from dense_ulearn.protocols import (as_extractor, check_record, config_protocol, propagation_settings, protocol_masks,
+                                        update_record)  # here: that notebook builds on this one
     cfg = cfg or PropagationConfig()
     if protocol is not None and scale != 1.0: raise ValueError("give the frame scale in the protocol's resize (--resize scale:X), not as scale")
     protocol, extractor = protocol or config_protocol(cfg, scale), as_extractor(model)
@@ -520,10 +520,8 @@ def propagate_dataset(model, # DenseEncoder, or a features.FeatureExtractor (any
     if missing:
         raise FileNotFoundError(f"--sequences {','.join(missing)}: not in the dataset (it has {_names([s.name for s in dataset], 10)})")
     earlier = earlier_masks(out_dir, [s.name for s in seqs], overwrite)
-    if (out_dir / RECORD_FILE).exists() and RECORD_FILE not in marked_files(out_dir, "masks"):
-        raise FileExistsError(f"--out {out_dir}: its {RECORD_FILE} was not written by dense-ulearn: choose another --out folder")
-    check_record(out_dir, settings, [s.name for s in seqs])
-    mark_output(out_dir, "masks", files=[s.name for s in seqs] + [RECORD_FILE])  # before the first PNG: a partial run is ours too
+    check_record(out_dir, settings, [s.name for s in seqs])  # the record says itself that it is ours
+    mark_output(out_dir, "masks", files=[s.name for s in seqs])  # before the first PNG: a partial run is ours too
     run = {"device": str(device or extractor.device), "tile": cfg.tile, "ref_chunk": cfg.ref_chunk, "frame_batch": cfg.frame_batch}
     for seq in seqs:
         if seq.name in earlier:

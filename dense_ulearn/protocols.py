@@ -394,7 +394,7 @@ def protocol_masks(extractor, # FeatureExtractor (or a DenseEncoder)
         if t == 0 and p.first_frame == "annotation": yield to_ids[first[0]].numpy(); continue
         yield to_ids[label_map(s, seq.size, stride, p).cpu()].numpy()
 
-# %% ../nbs/05c_protocols.ipynb #8c0eacc5
+# %% ../nbs/05c_protocols.ipynb #ab812175
 RECORD_FILE = "propagation.json"
 
 def library_versions() -> dict:
@@ -420,7 +420,9 @@ def read_propagation_record(folder) -> dict | None:
     return record if isinstance(record, dict) and record.get("written_by") == "dense-ulearn" else None
 
 def check_record(out_dir: Path, settings: dict, names: list[str]) -> None:
-    "Refuse (before any work) to mix masks of different settings in one folder."
+    "Refuse (before any work) a record dense-ulearn did not write, and masks of different settings in one folder."
+    if (out_dir / RECORD_FILE).exists() and read_propagation_record(out_dir) is None:
+        raise FileExistsError(f"--out {out_dir}: its {RECORD_FILE} was not written by dense-ulearn: choose another --out folder")
     old = read_propagation_record(out_dir)
     if old is None or old.get("settings") == settings: return
     kept = sorted(n for n in old.get("sequences", {}) if n not in names and (out_dir / n).is_dir())
@@ -453,7 +455,7 @@ def format_record(record: dict) -> str:
     if sizes: lines.append("input sizes: " + ", ".join("x".join(map(str, sz)) for sz in sorted(sizes)))
     return "\n".join(lines)
 
-# %% ../nbs/05c_protocols.ipynb #42e166bd
+# %% ../nbs/05c_protocols.ipynb #384f88e8
 def config_protocol(cfg: PropagationConfig, scale: float = 1.0) -> Protocol:
     "The `dul` protocol with a PropagationConfig's knobs, at a frame scale: what `propagate_dataset` always ran."
     return dataclasses.replace(DUL, topk=cfg.topk, radius=cfg.radius, temperature=cfg.temperature, context=cfg.context,
