@@ -146,8 +146,12 @@ def torchvision_extractor(spec: FeatureSpec, weights=None) -> FeatureExtractor:
     return FeatureExtractor(spec, lambda x: trunk(x)["out"], trunk, weights=weights_record(weights),
                             init="weights file" if weights is not None else "random init")
 
-def vit_token_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor: # [N,3,H,W] -> [N,D,H/p,W/p]
+def vit_token_map(model: nn.Module, x: torch.Tensor, name: str = "timm") -> torch.Tensor: # [N,3,H,W] -> [N,D,H/p,W/p]
     "Last-layer tokens of a timm ViT without its class/register tokens, as a patch grid."
+    p = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if p is not None and (x.shape[-2] % p[0] or x.shape[-1] % p[1]):
+        raise ValueError(f"--features {name}: frames of {x.shape[-2]}x{x.shape[-1]} are not a multiple of the patch size {p[0]}; "
+                         f"resize them to one, e.g. --resize short:480:floor{p[0]} or fixed:480x880")
     tokens = model.forward_features(x)  # [N,prefix+hw,D] (a non-ViT: [N,C,h,w])
     if tokens.ndim == 4: return tokens
     p = model.patch_embed.patch_size
@@ -166,7 +170,7 @@ def timm_extractor(spec: FeatureSpec, weights=None) -> FeatureExtractor:
     model.eval()
     if weights is not None: load_weights(model, weights)
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-    return FeatureExtractor(spec, partial(vit_token_map, model), model, stride=None if patch is None else patch[0],
+    return FeatureExtractor(spec, partial(vit_token_map, model, name=spec.name), model, stride=None if patch is None else patch[0],
                             weights=weights_record(weights), init="weights file" if weights is not None else "random init")
 
 def callable_extractor(spec: FeatureSpec, weights=None, stride: float | None = None) -> FeatureExtractor:

@@ -34,7 +34,8 @@ __all__ = ['RESIZE_FORMS', 'WINDOWS', 'FILLS', 'WEIGHTINGS', 'DOWNSAMPLES', 'UPS
            'propagate_protocol_reference', 'entry_rows', 'tile_candidates', 'kept_neighbours', 'transfer',
            'propagate_protocol', 'protocol_input', 'first_labels', 'minmax_channels', 'label_map', 'as_extractor',
            'protocol_features', 'is_classic', 'protocol_masks', 'library_versions', 'propagation_settings',
-           'read_propagation_record', 'check_record', 'update_record', 'format_record', 'config_protocol']
+           'read_propagation_record', 'check_record', 'update_record', 'format_record', 'config_protocol',
+           'query_weights']
 
 # %% ../nbs/05c_protocols.ipynb #7fd9131c
 RESIZE_FORMS = ("scale:X", "short:N[:floorM|:ceilM]", "fixed:HxW")
@@ -460,3 +461,22 @@ def config_protocol(cfg: PropagationConfig, scale: float = 1.0) -> Protocol:
     "The `dul` protocol with a PropagationConfig's knobs, at a frame scale: what `propagate_dataset` always ran."
     return dataclasses.replace(DUL, topk=cfg.topk, radius=cfg.radius, temperature=cfg.temperature, context=cfg.context,
                                resize=Resize("scale", scale))
+
+# %% ../nbs/05c_protocols.ipynb #2883b2b2
+def query_weights(query: torch.Tensor, # [C] features of the query cell (unit length)
+                  keys: torch.Tensor, # [E,C,hw] context entries, the reference first
+                  cell: int, h: int, w: int, # the query cell's flat index on an h×w map
+                  p: Protocol) -> torch.Tensor: # [E,hw] weights, summing to 1
+    "The weight of every context cell for one query cell, as the protocol's reference assigns it."
+    E, C, hw = keys.shape
+    inside = window_mask(h, w, p, query.dtype, query.device)[cell]  # [hw] 0/1
+    windowed = torch.ones(E, 1, dtype=torch.bool, device=query.device)
+    windowed[0] = p.window_on_reference
+    aff = torch.einsum("c,ecq->eq", query, keys)  # [E,hw]
+    if p.weighting == "exp":
+        a = torch.exp(aff / p.temperature) * torch.where(windowed, inside, torch.ones_like(inside))
+        a[a < a.flatten().topk(min(p.topk, a.numel())).values.min()] = 0
+        return a / a.sum()
+    a = (aff + torch.where(windowed, (1 - inside) * -1e10, torch.zeros_like(inside))) / p.temperature
+    v, i = a.flatten().topk(min(p.topk, a.numel()))
+    return torch.zeros(E * hw, dtype=a.dtype, device=a.device).index_put_((i,), torch.softmax(v, 0)).view(E, hw)
