@@ -7,7 +7,7 @@ clip), one subprocess per measurement streams the features of a cheap stand-in e
 its resident memory over the level just before propagation (peak RSS − RSS at start) and the time per frame in the
 steady state. The fast version also runs a 100-frame clip, to show that its memory does not grow with the length.
 
-    .venv/bin/python bench/protocols.py                 # everything (about 10 minutes on 2 CPU cores)
+    .venv/bin/python bench/protocols.py                 # everything (about 25 minutes on 2 busy CPU cores)
     .venv/bin/python bench/protocols.py --quick         # 480p only, short clips
 
 The reference runs only as many frames as its context needs to fill (its memory is per frame, dominated by the
