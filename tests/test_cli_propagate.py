@@ -73,9 +73,14 @@ def test_cli_propagate_any_features_under_a_protocol_then_evaluate(run_cli, mini
 
 
 def test_cli_propagate_bad_features_are_one_line(run_cli, mini_davis, tmp_path):
+    (tmp_path / "flat_feats.py").write_text("def flat(frames):  # wrong: [N,C], not a map\n    return frames.mean((2, 3))\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     for argv, says in ((("--features", "torchvision:resnet18:layer9"), "has no layer 'layer9'"),
                        (("--features", "nowhere_module:f"), "cannot import nowhere_module"),
                        (("--features", "timm:vit_nope"), "timm"),
+                       (("--features", "flat_feats:flat"), "must return a tensor [N,C,h,w]"),
+                       (("--features", "torchvision:resnet18:layer2", "--weights", tmp_path / "none.pt"), "no such file"),
+                       (("--features", "resnet18"), "unknown feature extractor"),
                        (("--protocol", "dino", "--resize", "wide"), "--resize")):
-        r = run_cli("propagate", "--davis-root", mini_davis, "--out", tmp_path / "o", "--device", "cpu", *argv)
+        r = run_cli("propagate", "--davis-root", mini_davis, "--out", tmp_path / "o", "--device", "cpu", *argv, env=env)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
