@@ -7,9 +7,10 @@ __all__ = ['LIBRARY_DEFAULTS', 'TRAIN_PRECISIONS', 'DEMO_DEFAULT', 'DATASETS', '
            'positive_int', 'nonnegative_int', 'positive_float', 'nonnegative_float', 'sequence_list', 'key_value',
            'Renamed', 'add_data_flags', 'add_sequences_flags', 'add_output_flags', 'add_model_flags', 'add_seed_flag',
            'add_device_flag', 'add_precision_flag', 'add_workers_flag', 'add_progress_flag', 'train_parser',
-           'propagate_parser', 'evaluate_parser', 'demo_parser', 'info_parser', 'no_data_error', 'labelled_root',
-           'propagate_main', 'evaluate_main', 'run_folder', 'train_config', 'training_video', 'train_main', 'demo_main',
-           'data_summary', 'info_main', 'download_parser', 'download_main', 'build_parser', 'main', 'one_line']
+           'add_features_flags', 'propagate_parser', 'evaluate_parser', 'demo_parser', 'info_parser', 'no_data_error',
+           'labelled_root', 'propagation_protocol', 'propagation_extractor', 'propagate_main', 'evaluate_main',
+           'run_folder', 'train_config', 'training_video', 'train_main', 'demo_main', 'data_summary', 'info_main',
+           'download_parser', 'download_main', 'build_parser', 'main', 'one_line']
 
 # %% ../nbs/09_cli.ipynb #1c590fb8
 import argparse
@@ -109,6 +110,8 @@ LIBRARY_DEFAULTS = {  # what the help shows; a check in this notebook holds each
     "topk": 10, "radius": 12, "temperature": 0.05, "context": 20,  # PropagationConfig
     "presets": ("paper-ytvos", "paper-oxuva", "paper-trackingnet", "paper-kinetics", "cpu-tiny"),  # config.PRESETS
     "propagation_precisions": ("fp32", "bf16", "fp16"),  # propagate.PRECISIONS
+    "protocols": ("dul", "crw", "dino"), "windows": ("circle", "square"), "weightings": ("softmax", "exp"),  # protocols.*
+    "features": "dense-ulearn",  # features.OURS
     "demo_out": "demo-report",  # demo.DEFAULT_OUT
 }
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # auto: the config's amp_bf16 (None: bf16 where the device runs it fast); = demo.DEMO_PRECISIONS
@@ -136,22 +139,44 @@ def train_parser(p) -> None:
     add_workers_flag(p, "data loading", None)
     add_progress_flag(p)
 
+def add_features_flags(p, what: str) -> None:
+    "--features NAME, --weights FILE, --stride N: the feature extractor (notebook 05b), beside --checkpoint/--random-init."
+    d = LIBRARY_DEFAULTS
+    group = p.add_argument_group("features")
+    group.add_argument("--features", default=d["features"], metavar="NAME",
+                       help=f"feature extractor {what}: {d['features']} (this project's encoder: --checkpoint or --random-init), "
+                            "torchvision:<arch>:<layer>, timm:<model> (optional extra), or module.path:function "
+                            f"(frames [N,3,H,W] -> features [N,C,h,w]) (default: {d['features']})")
+    group.add_argument("--weights", type=Path, default=None, metavar="FILE",
+                       help="local weights file of a torchvision/timm extractor (state dict), or passed to your function as weights= "
+                            "(default: random init); never downloaded")
+    group.add_argument("--stride", type=positive_float, default=None, metavar="N",
+                       help="input pixels per feature cell (default: read from the model)")
+
 def propagate_parser(p) -> None:
     "Arguments of `dense-ulearn propagate`."
     d = LIBRARY_DEFAULTS
-    add_model_flags(p, required=True, what="to propagate with")
+    add_model_flags(p, required=False, what="to propagate with (this project's encoder: one of the two is required)")
     add_seed_flag(p, "the random initialisation (default: 0)")
+    add_features_flags(p, "to propagate with")
     add_data_flags(p, davis="whose first-frame masks are propagated")
     add_sequences_flags(p, default="all of --split")
-    add_output_flags(p, "masks as <out>/<sequence>/<frame>.png", required=True)
-    p.add_argument("--scale", type=positive_float, default=1.0, metavar="X",
-                   help="resize frames by X before the encoder; masks are always written at the original size (default: 1)")
+    add_output_flags(p, "masks as <out>/<sequence>/<frame>.png, and propagation.json (the settings)", required=True)
+    p.add_argument("--scale", type=positive_float, default=None, metavar="X",
+                   help="resize frames by X before the encoder, the same as --resize scale:X; masks are always written at the original size (default: the protocol's)")
     p.add_argument("--max-objects", type=positive_int, default=None, metavar="N", help="refuse sequences with more objects (default: no limit)")
-    knobs = p.add_argument_group("propagation")
+    knobs = p.add_argument_group("protocol (each knob defaults to the protocol's value; the dul values are shown)")
+    knobs.add_argument("--protocol", default="dul", choices=d["protocols"],
+                       help="the label-propagation protocol: dul (= crw: labelprop/crw.py) or dino (eval_video_segmentation.py) (default: dul)")
     knobs.add_argument("--topk", type=positive_int, default=None, metavar="K", help=f"neighbours per query cell (default: {d['topk']})")
-    knobs.add_argument("--radius", type=positive_float, default=None, metavar="R", help=f"short-term radius in feature cells (default: {d['radius']})")
-    knobs.add_argument("--temperature", type=positive_float, default=None, metavar="T", help=f"softmax temperature (default: {d['temperature']})")
-    knobs.add_argument("--context", type=positive_int, default=None, metavar="N", help=f"short-term context frames (default: {d['context']})")
+    knobs.add_argument("--radius", type=positive_float, default=None, metavar="R", help=f"window radius (circle) or half-side (square) in feature cells (default: {d['radius']})")
+    knobs.add_argument("--temperature", type=positive_float, default=None, metavar="T", help=f"temperature of the weights (default: {d['temperature']})")
+    knobs.add_argument("--context", type=positive_int, default=None, metavar="N", help=f"recent context frames besides the first (default: {d['context']})")
+    knobs.add_argument("--window", default=None, choices=d["windows"], help="window of a recent frame's cells (default: circle)")
+    knobs.add_argument("--weighting", default=None, choices=d["weightings"],
+                       help="softmax over the top-k, or exp(affinity/T) of the kept cells normalised (default: softmax)")
+    knobs.add_argument("--resize", default=None, metavar="SPEC",
+                       help="frame size for the extractor: scale:X, short:N[:floorM|:ceilM] or fixed:HxW (default: scale:1; dino: short:480:floor64)")
     add_device_flag(p)
     add_precision_flag(p, d["propagation_precisions"], "fp32", "features and affinities in fp32, or bf16/fp16 (faster on GPUs; soft masks stay fp32)")
     add_progress_flag(p)
@@ -207,34 +232,52 @@ def labelled_root(args) -> Path:
     if found.davis is None: raise no_data_error("--davis-root")
     return found.davis
 
+def propagation_protocol(args):
+    "The protocol a `propagate` command line names: the preset, with the knobs it sets."
+    from dense_ulearn.protocols import get_protocol
+    if args.scale is not None and args.resize is not None: raise ValueError("give --scale X or --resize SPEC, not both (--scale X is --resize scale:X)")
+    resize = args.resize if args.scale is None else f"scale:{args.scale}"
+    knobs = {k: getattr(args, k) for k in ("topk", "radius", "temperature", "context", "window", "weighting")}
+    return get_protocol(args.protocol, resize=resize, **knobs)
+
+def propagation_extractor(args):
+    "The feature extractor a command line names (this project's encoder needs --checkpoint or --random-init)."
+    from dense_ulearn.features import OURS, build_extractor
+    if args.features == OURS and args.checkpoint is None and not args.random_init:
+        raise ValueError("this project's encoder needs --checkpoint FILE or --random-init (or name other features with --features)")
+    if args.features != OURS and args.random_init:
+        raise ValueError(f"--random-init is this project's encoder; --features {args.features} is random-init unless --weights FILE")
+    return build_extractor(args.features, weights=args.weights, checkpoint=args.checkpoint, seed=args.seed, stride=args.stride)
+
 def propagate_main(args) -> int:
-    "`dense-ulearn propagate`: the model, the sequences, the PNGs."
+    "`dense-ulearn propagate`: the features, the protocol, the sequences, the PNGs and propagation.json."
     from dense_ulearn.data import DavisDataset
-    from dense_ulearn.encoder import build_encoder, load_encoder
     from dense_ulearn.propagate import PropagationConfig, propagate_dataset
-    knobs = {k: getattr(args, k) for k in ("topk", "radius", "temperature", "context") if getattr(args, k) is not None}
-    cfg = PropagationConfig(**knobs, max_objects=args.max_objects, precision=args.precision)
+    protocol = propagation_protocol(args)
+    cfg = PropagationConfig(max_objects=args.max_objects, precision=args.precision)
     device = resolve_device(args.device)
     check_output_path(args.out, "--out")
+    extractor = propagation_extractor(args)  # a wrong name or layer fails before the data is read
     dataset = DavisDataset(labelled_root(args), split=args.split, sequences=args.sequences)
-    model = load_encoder(args.checkpoint) if args.checkpoint is not None else build_encoder(args.seed).eval()
-    out = propagate_dataset(model, dataset, args.out, cfg, args.scale, args.overwrite, device=device,
-                            progress=not args.no_progress)
-    print(f"wrote {len(dataset)} sequence(s) to {out}")
+    out = propagate_dataset(extractor, dataset, args.out, cfg, overwrite=args.overwrite, device=device,
+                            progress=not args.no_progress, protocol=protocol)
+    print(f"wrote {len(dataset)} sequence(s) and their settings (propagation.json) to {out}")
     return 0
 
 def evaluate_main(args) -> int:
     "`dense-ulearn evaluate`: score a masks folder, print the tables, write the CSVs."
-    from dense_ulearn.evaluate import check_can_write, check_results_dir, evaluate_davis, format_tables, write_results
+    from dense_ulearn.evaluate import (carry_propagation_record, check_can_write, check_results_dir, evaluate_davis,
+                                       format_tables, write_results)
     if args.masks is None: raise ValueError("evaluate needs --masks DIR: the result masks to score")
     davis_root = labelled_root(args)
     masks = check_results_dir(args.masks)
     out_dir = check_output_path(args.out if args.out is not None else masks, "--out")
     check_can_write(out_dir, args.split, args.overwrite)  # before the work, not after
+    record = carry_propagation_record(masks, out_dir)  # the settings travel with the tables
     result = evaluate_davis(davis_root, masks, sequences=args.sequences, workers=max(args.workers, 1), split=args.split,
                             progress=not args.no_progress)
     paths = write_results(result, out_dir, overwrite=args.overwrite, split=args.split)
-    print(format_tables(result))
+    print(format_tables(result, record=record))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

@@ -29,7 +29,8 @@ __all__ = ['BOUND_TH', 'N_DECAY_BINS', 'RECALL_THRESHOLD', 'RESULT_MODES', 'PER_
            'void_to_background', 'count_objects', 'frame_scores', 'check_result_folder', 'annotated_masks',
            'scored_masks', 'evaluate_sequence', 'show_frame_curve', 'per_object_table', 'global_table',
            'per_sequence_table', 'EvalResult', 'check_results_dir', 'map_sequences', 'evaluate_davis',
-           'show_sequence_bars', 'result_paths', 'is_writable', 'check_can_write', 'write_results', 'format_tables']
+           'show_sequence_bars', 'result_paths', 'is_writable', 'check_can_write', 'write_results', 'format_tables',
+           'carry_propagation_record']
 
 # %% ../nbs/06_evaluate.ipynb #c310ad97
 def _count_per_mask(x: np.ndarray):  # [...,H,W] bool -> [...] int
@@ -480,8 +481,28 @@ def write_results(result: EvalResult, out_dir, overwrite: bool = False, split: s
     return paths
 
 # %% ../nbs/06_evaluate.ipynb #e7cfa182
-def format_tables(result: EvalResult, digits: int = 3) -> str:
-    "The global and per-object tables as text (the CSVs keep full precision)."
+def format_tables(result: EvalResult, digits: int = 3,
+                  record: dict | None = None, # a propagation.json record: its settings are printed under the tables
+                 ) -> str:
+    "The global and per-object tables as text (the CSVs keep full precision), and the propagation settings."
+    from dense_ulearn.protocols import format_record  # here: only a record needs it
     fmt = lambda x: f"{x:.{digits}f}"
-    return "\n".join(["Global results:", result.global_.to_string(index=False, float_format=fmt), "",
-                      "Per object:", result.per_object.to_string(index=False, float_format=fmt)])
+    lines = ["Global results:", result.global_.to_string(index=False, float_format=fmt), "",
+             "Per object:", result.per_object.to_string(index=False, float_format=fmt)]
+    if record is not None: lines += ["", "Propagation settings (propagation.json):", format_record(record)]
+    return "\n".join(lines)
+
+def carry_propagation_record(masks_dir, # the masks folder being scored
+                             out_dir, # where the tables go
+                            ) -> dict | None: # the record (None: the masks folder has none)
+    "The masks folder's propagation.json, copied beside the tables when they go elsewhere (never over a file of another origin)."
+    import shutil
+    from dense_ulearn.protocols import RECORD_FILE, read_propagation_record
+    record = read_propagation_record(masks_dir)
+    src, dst = Path(masks_dir) / RECORD_FILE, Path(out_dir) / RECORD_FILE
+    if record is None or (dst.exists() and dst.resolve() == src.resolve()): return record
+    if dst.exists() and RECORD_FILE not in marked_files(out_dir, "scores"):
+        raise FileExistsError(f"--out {out_dir}: its {RECORD_FILE} was not written by dense-ulearn evaluate; write the tables elsewhere with --out DIR")
+    mark_output(out_dir, "scores", files=[RECORD_FILE])
+    shutil.copyfile(src, dst)
+    return record

@@ -66,7 +66,8 @@ def eval_mode(model: torch.nn.Module):
     finally: model.train(was_training)
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    p = next(model.parameters(), None)  # a user's feature function may have none
+    return torch.device("cpu") if p is None else p.device
 
 def frames_to_input(frames: np.ndarray,  # uint8 [T,H,W,3]
                     device=None) -> torch.Tensor:  # float32 [T,3,H,W], ImageNet-normalised
@@ -75,7 +76,7 @@ def frames_to_input(frames: np.ndarray,  # uint8 [T,H,W,3]
 # %% ../nbs/08_explore.ipynb #b1a844f1
 FEATURES = ("res4", "res3", "key")  # the encoder's outputs; propagation uses res4
 
-def encode_frames(model: torch.nn.Module,  # a DenseEncoder
+def encode_frames(model: torch.nn.Module,  # a DenseEncoder, or any features.FeatureExtractor (its features stand for res4)
                   frames: np.ndarray,  # uint8 [T,H,W,3]
                   feature: str = "res4",  # which output: "res4" (propagation), "res3" or "key" (losses)
                   batch_size: int = 4,  # frames per forward pass (memory bound; eval-mode BN makes the result independent of it)
@@ -84,7 +85,8 @@ def encode_frames(model: torch.nn.Module,  # a DenseEncoder
     if feature not in FEATURES: raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
     x = frames_to_input(frames, model_device(model))  # [T,3,H,W]
     with torch.no_grad(), eval_mode(model):
-        if feature == "res4": return torch.cat([model.res4_features(b) for b in x.split(batch_size)])
+        if feature == "res4": return torch.cat([getattr(model, "res4_features", model)(b) for b in x.split(batch_size)])
+        if not hasattr(model, "res4_features"): raise ValueError(f"feature {feature!r} is this project's encoder's; other extractors give res4 only")
         return torch.cat([model(b)[feature] for b in x.split(batch_size)])
 
 # %% ../nbs/08_explore.ipynb #4e0bef1c
@@ -394,13 +396,15 @@ def training_seed(path) -> int | None:
 def load_models(checkpoint=None,  # explicit checkpoint path, or None to search (see `find_checkpoint`)
                 seed: int | None = None,  # seed of the random initialisation (None: the trained run's seed, else 0)
                 roots: Sequence | None = None,  # where to search when no checkpoint is given
-               ) -> dict[str, torch.nn.Module]:  # {"trained": ..., "random init": ...} in eval mode ("trained" only if found)
-    "The models the pictures compare: the checkpoint and the initialisation its training started from."
+                features: Sequence[str] = (),  # more extractors by their `--features` names (notebook 05b), random init
+               ) -> dict[str, torch.nn.Module]:  # {"trained": ..., "random init": ..., name: ...} in eval mode ("trained" only if found)
+    "The models the pictures compare: the checkpoint, the initialisation its training started from, and any named extractors."
+    from dense_ulearn.features import build_extractor
     path = find_checkpoint(checkpoint, roots)
     models = {} if path is None else {"trained": load_encoder(path).eval()}
     if seed is None: seed = (None if path is None else training_seed(path)) or 0
     models["random init"] = build_encoder(seed).eval()
-    return models
+    return {**models, **{name: build_extractor(name) for name in features}}
 
 # %% ../nbs/08_explore.ipynb #7d1a029c
 def stack_images(images: Sequence[np.ndarray],  # uint8 [H_i,W_i,3]

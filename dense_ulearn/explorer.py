@@ -250,9 +250,10 @@ def show(self: AffinityExplorer):
 def build_explorer(sequences: Sequence[VideoSequence],  # videos to choose from
                    checkpoint=None,  # trained checkpoint path (None: the latest demo run, else the newest run; `find_checkpoint`)
                    models: dict | None = None,  # name -> encoder, instead of loading them
+                   features: Sequence[str] = (),  # more extractors by their `--features` names (notebook 05b), e.g. timm:vit_small_patch8_224
                    cfg: PropagationConfig | None = None,
                    scale: float = 0.5,  # frame resize factor
                    **kwargs,  # more AffinityExplorer arguments
                   ) -> AffinityExplorer:
     "An explorer over `sequences` comparing the trained checkpoint (when there is one) with the random initialisation."
-    return AffinityExplorer(sequences, models or load_models(checkpoint), cfg, scale, **kwargs)
+    return AffinityExplorer(sequences, models or load_models(checkpoint, features=features), cfg, scale, **kwargs)

@@ -427,10 +427,12 @@ def scaled_size(size:tuple[int, int], scale:float) -> tuple[int, int]:
     "Frame size the encoder sees: (H, W)·scale, rounded, at least 1."
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
-def sequence_features(model, seq, scale:float=1.0, frame_batch:int=4, device=None,
+def sequence_features(model, # DenseEncoder (res4), or any features.FeatureExtractor
+                      seq, scale:float=1.0, frame_batch:int=4, device=None,
                       dtype=torch.float32, # bf16/fp16: the encoder runs under autocast, features are cast to it
                      ) -> Iterator[torch.Tensor]: # res4 [C,h,w] per frame, on `device`, in `dtype`
-    "Stream the L2-normalised res4 features of a sequence, encoding `frame_batch` frames at a time."
+    "Stream the L2-normalised res4 features (or an extractor's) of a sequence, encoding `frame_batch` frames at a time."
+    encode = getattr(model, "res4_features", model)  # a FeatureExtractor is called as it is
     size = scaled_size(seq.size, scale)
     for i0 in range(0, len(seq), frame_batch):
         frames = [seq.frame(i) for i in range(i0, min(i0 + frame_batch, len(seq)))]
@@ -440,7 +442,7 @@ def sequence_features(model, seq, scale:float=1.0, frame_batch:int=4, device=Non
         x = normalize(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device))  # [B,3,H,W]
         if size != tuple(seq.size): x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            feats = model.res4_features(x)  # [B,C,h,w]
+            feats = encode(x)  # [B,C,h,w]
         yield from feats.to(dtype)
 
 # %% ../nbs/05_propagate.ipynb #ea414842
@@ -494,30 +496,40 @@ def earlier_masks(out_dir:Path, # the results folder
                                 "--overwrite to replace them, or choose another --out folder")
     return taken
 
-def propagate_dataset(model, # DenseEncoder
+def propagate_dataset(model, # DenseEncoder, or a features.FeatureExtractor (any features)
                       dataset, # DavisDataset (or any list of labelled VideoSequence)
-                      out_dir, # results folder: out_dir/<seq>/<frame>.png
-                      cfg:PropagationConfig | None=None, # default: PropagationConfig()
-                      scale:float=1.0,
+                      out_dir, # results folder: out_dir/<seq>/<frame>.png and out_dir/propagation.json
+                      cfg:PropagationConfig | None=None, # default: PropagationConfig(); run settings, and the knobs when protocol is None
+                      scale:float=1.0, # frame scale of the default protocol (a protocol has its own resize)
                       overwrite:bool=False, # replace the PNG folders of these sequences, if an earlier run wrote them
                       sequences:Sequence[str] | None=None, # names; None: every sequence
                       device=None, progress:bool=True,
+                      protocol=None, # protocols.Protocol; None: `dul` with cfg's knobs at `scale` (this notebook's rules)
                      ) -> Path: # out_dir
-    "Propagate every sequence and write DAVIS palette PNGs named after the frames; the folder's marker lists them."
-    cfg = cfg or PropagationConfig()
+    "Propagate every sequence and write DAVIS palette PNGs named after the frames and the settings (`propagation.json`); the folder's marker lists them."
     from tqdm.auto import tqdm
+    from dense_ulearn.protocols import (as_extractor, check_record, config_protocol, propagation_settings, protocol_masks,
+                                        update_record)  # here: that notebook builds on this one
+    cfg = cfg or PropagationConfig()
+    if protocol is not None and scale != 1.0: raise ValueError("give the frame scale in the protocol's resize (--resize scale:X), not as scale")
+    protocol, extractor = protocol or config_protocol(cfg, scale), as_extractor(model)
+    settings = propagation_settings(extractor, protocol, cfg)
     out_dir = check_output_path(out_dir, "--out")
     seqs = [s for s in dataset if sequences is None or s.name in set(sequences)]
     missing = [n for n in dict.fromkeys(sequences or ()) if n not in {s.name for s in seqs}]
     if missing:
         raise FileNotFoundError(f"--sequences {','.join(missing)}: not in the dataset (it has {_names([s.name for s in dataset], 10)})")
     earlier = earlier_masks(out_dir, [s.name for s in seqs], overwrite)
+    check_record(out_dir, settings, [s.name for s in seqs])  # the record says itself that it is ours
     mark_output(out_dir, "masks", files=[s.name for s in seqs])  # before the first PNG: a partial run is ours too
+    run = {"device": str(device or extractor.device), "tile": cfg.tile, "ref_chunk": cfg.ref_chunk, "frame_batch": cfg.frame_batch}
     for seq in seqs:
         if seq.name in earlier:
             for png in earlier[seq.name]: png.unlink(missing_ok=True)
             print(f"replaced {out_dir / seq.name}: deleted {len(earlier[seq.name])} PNGs of an earlier run", file=sys.stderr)
         with tqdm(total=len(seq), desc=seq.name, unit="frame", disable=not progress) as bar:
-            for path, labels in zip(seq.frame_paths, propagate_sequence(model, seq, cfg, scale, device)):
+            for path, labels in zip(seq.frame_paths, protocol_masks(extractor, seq, protocol, cfg, device)):
                 write_mask(out_dir / seq.name / f"{path.stem}.png", labels); bar.update()
+        sizes = {"frames": list(seq.size), "input": list(extractor.last_input), "features": list(extractor.last_feature_size), "n_frames": len(seq)}
+        update_record(out_dir, settings, {seq.name: sizes}, run)
     return out_dir

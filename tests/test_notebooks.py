@@ -1,4 +1,4 @@
-"""Pictures on any clone: notebooks 01, 03 and 05 run with data discovery switched off (DENSE_ULEARN_DATA=none), as on a
+"""Pictures on any clone: notebooks 01, 03, 05 and 05c run with data discovery switched off (DENSE_ULEARN_DATA=none), as on a
 fresh clone without data, and every cell marked `# picture:` draws an image; each notebook says which data it used."""
 import os
 import re
@@ -34,7 +34,7 @@ def printed(cells) -> str:
                    for c in cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
 
 
-@pytest.mark.parametrize("name", ["01_augment", "03_losses", "05_propagate"])
+@pytest.mark.parametrize("name", ["01_augment", "03_losses", "05_propagate", "05c_protocols"])
 def test_pictures_draw_without_data(name, monkeypatch):
     monkeypatch.setenv("DENSE_ULEARN_DATA", "none")  # a clone without any data: the synthetic set
     monkeypatch.delenv("CI", raising=False)  # a user's clone, not CI: the notebooks' "test data required" checks stay off

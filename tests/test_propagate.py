@@ -268,3 +268,16 @@ def test_fixture_has_one_home(name):
                     for cell in json.loads(nb.read_text())["cells"] if cell["cell_type"] == "code"
                     for _ in pattern.finditer("".join(cell["source"]))]
     assert in_notebooks == ["05a_fixtures.ipynb"], f"{name} is defined in {in_notebooks}: import it from dense_ulearn.fixtures"
+
+
+def test_default_protocol_gives_todays_masks(tmp_path, encoder):
+    "The dul protocol through protocol_masks / propagate_dataset is the old path: the same label maps, bit for bit."
+    from dense_ulearn.features import build_extractor
+    from dense_ulearn.protocols import DUL, protocol_masks, read_propagation_record
+    seq = entering_object_video(tmp_path / "frames")
+    before = list(propagate_sequence(encoder, seq))
+    for model in (encoder, build_extractor("dense-ulearn")):  # a DenseEncoder, or the same encoder by its name
+        assert all((a == b).all() for a, b in zip(before, protocol_masks(model, seq, DUL)))
+    out = propagate_dataset(encoder, [seq], tmp_path / "out", progress=False)
+    assert all((read_mask(out / "entering" / f"{p.stem}.png") == a).all() for p, a in zip(seq.frame_paths, before))
+    assert read_propagation_record(out)["settings"]["protocol"] == DUL.knobs()
