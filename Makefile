@@ -14,8 +14,9 @@ setup:
 demo: setup
 	$(BIN)/dense-ulearn demo
 
-# Order matters: clean notebooks, exports in sync, notebook tests, then pytest (its summary line last).
-test: setup check-clean check-export test-nbs test-py
+# Order matters: clean notebooks, exports in sync, the committed outputs (pictures, sizes, no errors), notebook tests,
+# then pytest (its summary line last).
+test: setup check-clean check-export check-notebooks test-nbs test-py
 
 check-clean: setup
 	@PATH="$(abspath $(BIN)):$$PATH" bash .ci/check-clean
