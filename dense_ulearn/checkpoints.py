@@ -90,11 +90,14 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 # %% ../nbs/04c_checkpoints.ipynb #b234cfb3
-def environment_versions() -> dict:
-    "Versions of Python and the main libraries, for the run record."
-    import torchvision
+def environment_versions(optional: tuple = ()) -> dict:
+    "Versions of Python and the main libraries (the run record), and of `optional` packages ('not installed' when missing)."
+    import importlib, torchvision
     versions = {"dense_ulearn": dense_ulearn.__version__, "python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "numpy": np.__version__, "platform": platform.platform()}
+    for name in optional:  # looked up by name: any of them may be missing
+        try: versions[name] = importlib.import_module(name).__version__
+        except ImportError: versions[name] = "not installed"
     return {k: str(v) for k, v in versions.items()}  # plain str (torch.__version__ is a str subclass)
 
 def git_revision(folder: Path | None = None) -> dict:

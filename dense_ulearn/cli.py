@@ -15,7 +15,6 @@ __all__ = ['LIBRARY_DEFAULTS', 'TRAIN_PRECISIONS', 'DEMO_DEFAULT', 'DATASETS', '
 # %% ../nbs/09_cli.ipynb #1c590fb8
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -361,16 +360,9 @@ def demo_main(args) -> int:
 
 # %% ../nbs/09_cli.ipynb #38aebe86
 def _versions() -> dict:
-    "Versions of Python and the libraries the package rests on."
-    import importlib  # the optional packages are looked up by name: any of them may be missing
-    import numpy, torch, torchvision
-    import dense_ulearn
-    out = {"dense_ulearn": dense_ulearn.__version__, "python": platform.python_version(),
-           "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__}
-    for name in ("nbdev", "av", "scipy", "skimage", "pandas", "matplotlib"):
-        try: out[name] = importlib.import_module(name).__version__
-        except ImportError: out[name] = "not installed"
-    return out
+    "Versions of Python and the libraries the package rests on (as a run records them), and of the optional ones."
+    from dense_ulearn.checkpoints import environment_versions
+    return environment_versions(optional=("timm", "nbdev", "av", "scipy", "skimage", "pandas", "matplotlib"))
 
 def _device_summary() -> str:
     "The compute device training and propagation use by default."
@@ -398,6 +390,9 @@ def info_main(args) -> int:
     "Print versions, device and where data was found."
     for k, v in _versions().items(): print(f"{k:>13}: {v}")
     print(f"{'device':>13}: {_device_summary()}")
+    from dense_ulearn.options import fast_bf16, resolve_device
+    bf16 = fast_bf16(resolve_device())
+    print(f"{'bf16':>13}: {'used by default' if bf16.fast else 'not used by default'} ({bf16.how})")
     for line in data_summary(args.davis_root, args.video_root): print(line)
     return 0
 

@@ -399,14 +399,9 @@ def protocol_masks(extractor, # FeatureExtractor (or a DenseEncoder)
 RECORD_FILE = "propagation.json"
 
 def library_versions() -> dict:
-    "Versions for the record: the project's set, and timm when it is installed."
+    "Versions for the record: the project's set (as a training run records it), and timm's."
     from dense_ulearn.checkpoints import environment_versions
-    versions = environment_versions()
-    try:
-        import timm
-        versions["timm"] = timm.__version__
-    except ImportError: versions["timm"] = "not installed"
-    return versions
+    return environment_versions(optional=("timm",))
 
 def propagation_settings(extractor: FeatureExtractor, p: Protocol, cfg: PropagationConfig) -> dict:
     "What decides the masks: the features, the protocol's knobs, the precision (plain JSON values)."
