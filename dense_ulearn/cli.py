@@ -10,12 +10,13 @@ __all__ = ['LIBRARY_DEFAULTS', 'TRAIN_PRECISIONS', 'DEMO_DEFAULT', 'DATASETS', '
            'add_features_flags', 'propagate_parser', 'evaluate_parser', 'demo_parser', 'info_parser', 'no_data_error',
            'labelled_root', 'propagation_protocol', 'propagation_extractor', 'propagate_main', 'evaluate_main',
            'run_folder', 'train_config', 'training_video', 'train_main', 'demo_main', 'data_summary', 'info_main',
-           'download_parser', 'download_main', 'build_parser', 'main', 'one_line']
+           'download_parser', 'download_main', 'build_parser', 'main', 'show_user_warning', 'one_line']
 
 # %% ../nbs/09_cli.ipynb #1c590fb8
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .options import (DATA_ENV_VAR, DATA_OFF, DEVICE_HELP, check_output_path, explicit_path, find_data,
@@ -446,11 +447,22 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV_VAR, "").strip().lower() in {"1", "true", "yes"}
-    try: return int(args._main(args) or 0)
-    except USER_ERRORS as e:
-        if debug: raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        if not debug: warnings.showwarning = show_user_warning
+        try: return int(args._main(args) or 0)
+        except USER_ERRORS as e:
+            if debug: raise
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            return 2
+
+def show_user_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the console shows it to a user: `warning: <message>` on one line, without the source file and line
+    of the code that warned (`--debug` shows Python's usual form). Progress bars are cleared around it."""
+    text = f"warning: {message}"
+    stream = file or sys.stderr
+    try: from tqdm import tqdm
+    except ImportError: print(text, file=stream); return
+    with tqdm.external_write_mode(file=stream): print(text, file=stream)
 
 def one_line(e: BaseException) -> str:
     "The message of a user error; a DataLoader worker's re-raised error is reduced to its original message."

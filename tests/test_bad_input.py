@@ -408,6 +408,8 @@ def test_first_mask_with_an_id_gap_warns(ws, capsys, cmd):
     mask = str(ws.masks() / "00000.png")
     warned = [l.replace(mask, "") for l in run.err.splitlines() if "00000.png" in l]
     assert any(re.search(r"\b2\b", l) for l in warned), f"no warning naming the file and the missing id 2\n{run}"
+    assert all(l.startswith("warning: ") for l in warned), f"the warning is not one line 'warning: ...'\n{run}"
+    assert not re.search(r"\.py:\d+:", run.err), f"the warning shows the code that raised it, not only its message\n{run}"
     if cmd == "evaluate":
         import pandas as pd
         per_object = pd.read_csv(ws.tmp / "tables" / "per-object_results-val.csv")
