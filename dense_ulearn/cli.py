@@ -200,7 +200,7 @@ def demo_parser(p) -> None:
     add_data_flags(p, davis="to score", video="to train on")
     add_sequences_flags(p, split=False, default="blackswan,car-shadow,drift-straight on a CPU when the data has them, else all")
     p.set_defaults(sequences=DEMO_DEFAULT)  # told apart from `all` (None)
-    p.add_argument("--iterations", type=positive_int, default=None, metavar="N", help="training iterations (default: the preset's demo budget)")
+    p.add_argument("--iterations", type=positive_int, default=None, metavar="N", help="training iterations (default: the preset's demo budget; cpu-tiny: 200, or 400 where the CPU runs bf16 natively)")
     p.add_argument("--minutes", type=nonnegative_float, default=None, metavar="M",
                    help="stop training after M minutes even if the iterations are not done: a safety net well above the "
                         "expected time (default: 30 with cpu-tiny; the report says when it cut training; 0: no cap)")

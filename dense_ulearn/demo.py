@@ -24,20 +24,21 @@ from .options import (DATA_ENV_VAR, Bf16Support, DataFound, check_output_path, f
 from .propagate import PropagationConfig, propagate_dataset
 from .synthetic import make_synthetic_davis
 from .config import PRESETS, TrainConfig, load_config, parse_overrides, read_structured
-from .train import describe_speed, train
+from .train import describe_speed, speed_options, train
 from .viz import compact_png, new_figure, overlay_outlined, save_figure, thumbnail
 
 # %% auto #0
 __all__ = ['SYNTHETIC_VAL', 'SYNTHETIC_TRAIN', 'DATA_SOURCES', 'MODEL_COLOURS', 'REPORT_DPI', 'HTML_STYLE', 'GPU_PRESET',
-           'DEFAULT_ITERATIONS', 'DEFAULT_MINUTES', 'DEFAULT_SEQUENCES', 'PRESET_CHANGES', 'DEFAULT_SCALE',
-           'DEFAULT_PROPAGATION', 'DEFAULT_OUT', 'REPORT_FILES', 'BF16_MASK_AGREEMENT', 'DEMO_PRECISIONS',
-           'SyntheticSpec', 'DemoData', 'select_demo_data', 'write_synthetic', 'jf_table', 'sequence_table',
-           'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth', 'plot_loss_curve', 'strip_indices',
-           'overlay_strip', 'png_data_uri', 'markdown_table', 'with_difference', 'report_sections', 'markdown_report',
-           'html_report', 'write_report', 'default_preset', 'demo_dataset', 'report_dir', 'prepare_report_dir',
-           'demo_train_config', 'checkpoint_step', 'demo_models', 'demo_propagation', 'propagate_models',
-           'evaluate_models', 'explore_figures', 'demo_figures', 'describe_scale', 'training_notice', 'run_speed',
-           'demo_facts', 'DemoReport', 'check_demo_args', 'run_demo', 'readme_picture']
+           'DEFAULT_ITERATIONS', 'FAST_CPU_ITERATIONS', 'DEFAULT_MINUTES', 'DEFAULT_SEQUENCES', 'PRESET_CHANGES',
+           'DEFAULT_SCALE', 'DEFAULT_PROPAGATION', 'DEFAULT_OUT', 'REPORT_FILES', 'BF16_MASK_AGREEMENT',
+           'DEMO_PRECISIONS', 'SyntheticSpec', 'DemoData', 'select_demo_data', 'write_synthetic', 'jf_table',
+           'sequence_table', 'plot_sequence_bars', 'read_scalars', 'loss_tags', 'smooth', 'plot_loss_curve',
+           'strip_indices', 'overlay_strip', 'png_data_uri', 'markdown_table', 'with_difference', 'report_sections',
+           'markdown_report', 'html_report', 'write_report', 'default_preset', 'demo_dataset', 'report_dir',
+           'prepare_report_dir', 'demo_iterations', 'demo_train_config', 'checkpoint_step', 'demo_models',
+           'demo_propagation', 'propagate_models', 'evaluate_models', 'explore_figures', 'demo_figures',
+           'describe_scale', 'training_notice', 'run_speed', 'demo_facts', 'DemoReport', 'demo_precision',
+           'check_demo_args', 'run_demo', 'readme_picture']
 
 # %% ../nbs/07_demo.ipynb #73aeafd4
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ def write_report(out_dir,                 # the report folder
 # %% ../nbs/07_demo.ipynb #9a07926c
 GPU_PRESET = "paper-ytvos"
 DEFAULT_ITERATIONS = {"cpu-tiny": 200, GPU_PRESET: 1500}  # iterations per preset (see the budget above)
+FAST_CPU_ITERATIONS = {"cpu-tiny": 400}  # instead, where a CPU trains in native bf16 (steps ~3.7x faster: bench/README)
 DEFAULT_MINUTES = {"cpu-tiny": 30.0}  # training wall-time cap per preset: a safety net, about 3x the time on 2 idle cores
 DEFAULT_SEQUENCES = {"cpu-tiny": ["blackswan", "car-shadow", "drift-straight"]}  # scored when --sequences is not given
                                                         # and the data has them (else: the whole val split)
@@ -329,27 +331,40 @@ def prepare_report_dir(out_dir,                  # from `report_dir`
     return prepare_output(out_dir, "report", overwrite, "--out")
 
 # %% ../nbs/07_demo.ipynb #106fa8f2
+def demo_iterations(cfg: TrainConfig,  # the demo's configuration: its preset, device and amp_bf16 setting
+                    bf16: Bf16Support | None = None,  # whether the CPU runs bf16 natively (None: `options.fast_bf16` decides)
+                    ) -> int | None:
+    """The preset's default budget: `FAST_CPU_ITERATIONS` where training runs in bf16 on a CPU that runs bf16 natively
+    (AVX512-BF16 or AMX), else `DEFAULT_ITERATIONS` (also when `--precision fp32` asks for the exact path); None: none."""
+    device = resolve_device(None if cfg.device == "auto" else cfg.device)
+    support = bf16 or fast_bf16(device)
+    fast = device.type == "cpu" and support.fast and speed_options(cfg, device, support)["amp_bf16"]
+    return (FAST_CPU_ITERATIONS.get(cfg.preset) if fast else None) or DEFAULT_ITERATIONS.get(cfg.preset)
+
 def demo_train_config(video_root,                 # training video (any layout the data module reads)
                       run_dir,                    # the run folder to create: <runs_dir>/<name>
-                      iterations: int | None = None,  # None: DEFAULT_ITERATIONS of the preset
+                      iterations: int | None = None,  # None: `demo_iterations` (the preset's default for this CPU)
                       minutes: float | None = None,   # training wall-time cap (None: DEFAULT_MINUTES; 0: none)
                       seed: int = 0,
                       preset: str | None = None,      # None: `default_preset()`
                       overrides: dict | None = None,  # further settings, e.g. {"lr": 3e-4} (as `train --set`)
+                      bf16: Bf16Support | None = None,  # for the default budget (None: `options.fast_bf16` decides)
                       ) -> TrainConfig:
     "The demo's training configuration: a preset with the demo's budget, seed, data and run folder, no validation."
     preset = preset or default_preset()
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    iterations = iterations if iterations is not None else DEFAULT_ITERATIONS.get(preset)
-    if iterations is None: raise ValueError(f"give --iterations for preset {preset!r}")
-    if iterations < 1: raise ValueError(f"--iterations must be at least 1, got {iterations}")
+    if iterations is not None and iterations < 1: raise ValueError(f"--iterations must be at least 1, got {iterations}")
     minutes = minutes if minutes is not None else DEFAULT_MINUTES.get(preset)
     if minutes is not None and minutes < 0: raise ValueError(f"--minutes must be positive (0: no cap), got {minutes}")
     minutes = minutes or None  # 0: no cap
     run_dir = Path(run_dir)
-    demo = dict(video_root=str(video_root), runs_dir=str(run_dir.parent), name=run_dir.name, seed=seed,
-                iterations=iterations, max_minutes=minutes, val_every=None, val_every_epochs=None)
-    return load_config(preset, overrides=PRESET_CHANGES.get(preset, {}) | parse_overrides(overrides or {}) | demo)
+    def config(n: int) -> TrainConfig:
+        demo = dict(video_root=str(video_root), runs_dir=str(run_dir.parent), name=run_dir.name, seed=seed,
+                    iterations=n, max_minutes=minutes, val_every=None, val_every_epochs=None)
+        return load_config(preset, overrides=PRESET_CHANGES.get(preset, {}) | parse_overrides(overrides or {}) | demo)
+    if iterations is None: iterations = demo_iterations(config(1), bf16)  # the budget follows the speed path
+    if iterations is None: raise ValueError(f"give --iterations for preset {preset!r}")
+    return config(iterations)
 
 # %% ../nbs/07_demo.ipynb #7c87c882
 def checkpoint_step(path) -> int:
@@ -485,6 +500,14 @@ class DemoReport:
 # %% ../nbs/07_demo.ipynb #c0aab66a
 DEMO_PRECISIONS = ("auto", "fp32", "bf16")  # --precision of the demo: training and propagation together
 
+def demo_precision(precision: str,  # "auto": bf16 where the device runs it fast; "fp32": the exact path; "bf16"
+                   device,           # the device that trains and propagates
+                   ) -> tuple[dict, PropagationConfig]:
+    "The demo's `--precision` for training and propagation together: (training overrides, propagation settings)."
+    if precision not in DEMO_PRECISIONS: raise ValueError(f"--precision must be one of {', '.join(DEMO_PRECISIONS)}, got {precision!r}")
+    if precision == "auto": return {}, demo_propagation(device)  # the training config resolves amp_bf16 itself
+    return {"amp_bf16": precision == "bf16"}, PropagationConfig(**DEFAULT_PROPAGATION, precision=precision)
+
 def check_demo_args(scale: float, workers: int, sequences: list[str] | None = None) -> None:
     "The demo's flags that need no data, checked first; each error names its flag."
     if not scale > 0: raise ValueError(f"--scale must be positive, got {scale}")
@@ -510,9 +533,9 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
              log=print) -> DemoReport:
     "Train, propagate with the trained and the random model, evaluate both, write the report."
     check_demo_args(scale, workers, sequences)
-    if precision not in DEMO_PRECISIONS: raise ValueError(f"--precision must be one of {', '.join(DEMO_PRECISIONS)}, got {precision!r}")
     device = resolve_device(device)  # an unavailable device is an error before anything is written
-    if precision != "auto": overrides = {**(overrides or {}), "amp_bf16": precision == "bf16"}
+    speed, auto_prop = demo_precision(precision, device)
+    overrides = {**(overrides or {}), **speed}
     if str(device) != str(resolve_device(None)): overrides = {**(overrides or {}), "device": str(device)}
     t_start = time.perf_counter()
     found = find_data(davis_root, video_root)  # a wrong explicit path: an error, and nothing written yet
@@ -525,7 +548,7 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
     log(data.describe())
     if data.video_root != planned_video: cfg = demo_train_config(data.video_root, out_dir / "run", iterations, minutes, seed, preset, overrides)
     if dataset is None: dataset = demo_dataset(data.davis_root, sequences, cfg.preset)
-    prop, seconds = prop or (demo_propagation(device) if precision == "auto" else PropagationConfig(**DEFAULT_PROPAGATION, precision=precision)), {}
+    prop, seconds = prop or auto_prop, {}
     log(f"report folder: {out_dir}\ntraining {cfg.preset} for {cfg.iterations} iterations on {device} ...")
     t = time.perf_counter()
     run_dir = train(cfg, overwrite=overwrite)
