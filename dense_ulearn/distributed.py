@@ -75,6 +75,8 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x):  # [N,C,H,W]
         if not (self.training and _world_size() > 1): return super().forward(x)
         if self.momentum is None: raise ValueError("DistributedBatchNorm2d needs a float momentum")
+        dtype = x.dtype  # bf16 under CPU autocast: statistics and normalisation in fp32 (float64 stays), as BatchNorm2d
+        x = x.to(torch.promote_types(dtype, torch.float32))
         reduce = _AllReduceSum.apply
         count = reduce(x.new_tensor(float(x.numel() // x.shape[1])))  # values per channel, all ranks
         mean = reduce(x.sum((0, 2, 3))) / count  # [C]
@@ -86,7 +88,8 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_var.lerp_(var * count / (count - 1), self.momentum)  # unbiased, as BatchNorm2d
         y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
-        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None] if self.affine else y
+        if self.affine: y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(dtype)
 
 def synchronise_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
     "Replace BatchNorm2d layers by synchronised ones (SyncBatchNorm on CUDA, DistributedBatchNorm2d elsewhere)."

@@ -149,7 +149,7 @@ def test_cpu_tiny_on_real_video_writes_every_artefact(tmp_path, video_root):
 
 WORLD, GLOBAL_BATCH, STEPS = 2, 4, 2  # the float32 train() runs
 F64_BATCH, F64_STEPS = 2, 2  # the float64 runs (slow convolutions: keep them small)
-DDP_SETTINGS = dict(iterations=STEPS, batch_size=GLOBAL_BATCH, ckpt_every=0, image_every=0)
+DDP_SETTINGS = dict(iterations=STEPS, batch_size=GLOBAL_BATCH, ckpt_every=0, image_every=0, amp_bf16=False)  # fp32 on any CPU
 
 
 def random_batches(n_steps, batch, dtype=torch.float64):
@@ -184,11 +184,11 @@ def float64_steps(cfg, rank=0, world=1):
     return losses, {k: v.detach().clone() for k, v in encoder.state_dict().items()}
 
 
-def _ddp_worker(rank, rendezvous, cfg, out_dir):
+def _ddp_worker(rank, rendezvous, cfg, out_dir, with_float64=True):
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     try:
-        f64_losses, f64_state = float64_steps(cfg, rank, WORLD)
+        f64_losses, f64_state = float64_steps(cfg, rank, WORLD) if with_float64 else (None, None)
         losses = []
         def record(done, encoder, out):
             losses.append(out["loss"].item())
@@ -234,6 +234,17 @@ def test_two_process_train_keeps_ranks_identical_and_starts_on_the_single_proces
     saved = load_checkpoint(ddp_runs["tmp"] / "ddp" / "checkpoints" / "last.pt")  # rank 0 saved what it trained
     assert saved["step"] == STEPS
     for k, v in saved["model"].items(): assert torch.equal(v, rank0["state"][k]), k
+
+
+def test_two_process_train_in_bf16_autocast_keeps_fp32_statistics_and_identical_ranks(tmp_path):
+    "bf16 autocast on a CPU (the default where the CPU has native bf16): the synchronised BN must take bf16 inputs."
+    cfg = tiny_config(tmp_path, "ddp-bf16", **DDP_SETTINGS | dict(amp_bf16=True))
+    mp.spawn(_ddp_worker, args=(f"file://{tmp_path / 'rendezvous'}", cfg, str(tmp_path), False), nprocs=WORLD, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD))
+    for k, v in rank0["state"].items(): assert torch.equal(v, rank1["state"][k]), k
+    assert rank0["losses"] == rank1["losses"] and all(math.isfinite(x) for x in rank0["losses"])
+    stats = [v for k, v in rank0["state"].items() if k.endswith("running_mean")]
+    assert stats and all(v.dtype == torch.float32 for v in stats)
 
 
 def test_validation_hook_scores_davis_and_keeps_the_best(tmp_path, davis_root):
