@@ -336,7 +336,7 @@ def demo_iterations(cfg: TrainConfig,  # the demo's configuration: its preset, d
                     ) -> int | None:
     """The preset's default budget: `FAST_CPU_ITERATIONS` where training runs in bf16 on a CPU that runs bf16 natively
     (AVX512-BF16 or AMX), else `DEFAULT_ITERATIONS` (also when `--precision fp32` asks for the exact path); None: none."""
-    device = resolve_device(None if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)  # "auto": a GPU when there is one, as training decides
     support = bf16 or fast_bf16(device)
     fast = device.type == "cpu" and support.fast and speed_options(cfg, device, support)["amp_bf16"]
     return (FAST_CPU_ITERATIONS.get(cfg.preset) if fast else None) or DEFAULT_ITERATIONS.get(cfg.preset)
@@ -517,7 +517,7 @@ def check_demo_args(scale: float, workers: int, sequences: list[str] | None = No
 
 def run_demo(davis_root=None, video_root=None,   # data (None: shared data if found, else synthetic)
              sequences: list[str] | None = None,  # evaluation sequences (None: `demo_dataset`'s default; ["all"]: val split)
-             iterations: int | None = None,       # training budget (None: DEFAULT_ITERATIONS of the preset)
+             iterations: int | None = None,       # training budget (None: `demo_iterations`)
              minutes: float | None = None,        # training wall-time cap (None: DEFAULT_MINUTES; 0: none)
              scale: float = DEFAULT_SCALE,        # propagation frame scale
              seed: int = 0,
@@ -536,7 +536,7 @@ def run_demo(davis_root=None, video_root=None,   # data (None: shared data if fo
     device = resolve_device(device)  # an unavailable device is an error before anything is written
     speed, auto_prop = demo_precision(precision, device)
     overrides = {**(overrides or {}), **speed}
-    if str(device) != str(resolve_device(None)): overrides = {**(overrides or {}), "device": str(device)}
+    if str(device) != str(resolve_device(None)): overrides["device"] = str(device)
     t_start = time.perf_counter()
     found = find_data(davis_root, video_root)  # a wrong explicit path: an error, and nothing written yet
     out_dir = report_dir(out, overwrite)
